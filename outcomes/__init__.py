@@ -1,0 +1,19 @@
+"""Outcome measures: instrument definitions, scoring and safety red flags.
+
+Outcomes know nothing of designs or analyses: they turn item responses into scores and flags.
+"""
+
+from outcomes.instruments import GAD7, INSTRUMENTS, PHQ9, Band, Instrument, get_instrument
+from outcomes.safety import red_flag_visits
+from outcomes.scoring import score_instrument
+
+__all__ = [
+    "GAD7",
+    "INSTRUMENTS",
+    "PHQ9",
+    "Band",
+    "Instrument",
+    "get_instrument",
+    "red_flag_visits",
+    "score_instrument",
+]

@@ -1,0 +1,140 @@
+"""The ``trials`` command. Every failure is one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from trials.errors import DataError, TrialsError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Pre-registered evaluation of AI-enabled mental-health interventions.")
+audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log.")
+app.add_typer(audit_app, name="audit")
+
+
+def _fail(exc: TrialsError) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    if isinstance(exc, DataError):
+        for line in exc.problems:
+            typer.echo(line, err=True)
+    raise typer.Exit(2)
+
+
+def _guard(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except TrialsError as exc:
+            _fail(exc)
+
+    return wrapper
+
+
+@app.command()
+@_guard
+def demo(
+    out: Path = typer.Option(Path("demo-output"), help="Folder to write (replaced on success)."),
+    n: int = typer.Option(400, help="Participants to simulate."),
+    seed: int = typer.Option(20261127, help="Seed of the simulated data."),
+) -> None:
+    """Simulate, lock, run, report and bundle the demo study."""
+    from trials.demo import run_demo
+
+    res = run_demo(out, n=n, seed=seed)
+    typer.echo(f"decision: {res.run.decision.display_label}")
+    typer.echo(f"report:   {res.run.report}")
+    typer.echo(f"bundle:   {res.run.bundle}")
+    typer.echo(f"study:    {res.protocol.parent}")
+
+
+@app.command()
+@_guard
+def lock(protocol: Path) -> None:
+    """Lock PROTOCOL: record the SHA-256 of its canonical form and the time."""
+    from trials.lock import lock_protocol
+
+    rec = lock_protocol(protocol)["versions"][-1]
+    typer.echo(f"locked {protocol} version {rec['version']} sha256 {rec['sha256']}")
+
+
+@app.command()
+@_guard
+def amend(protocol: Path, reason: str = typer.Option(..., help="Why the protocol changed.")) -> None:
+    """Record the edited PROTOCOL as a new locked version with its reason."""
+    from trials.lock import amend_protocol
+
+    rec = amend_protocol(protocol, reason)["versions"][-1]
+    typer.echo(f"amended {protocol} to version {rec['version']} sha256 {rec['sha256']}")
+
+
+@app.command("check-data")
+@_guard
+def check_data(protocol: Path, data: list[Path]) -> None:
+    """Validate DATA files against PROTOCOL; list every problem; write nothing."""
+    from trials.data import read_data
+    from trials.protocol import load_protocol
+
+    intake = read_data(data, load_protocol(protocol))
+    rows = sum(s["rows"] for s in intake.sources)
+    typer.echo(f"ok: {rows} rows in {len(intake.sources)} file(s) match {protocol}")
+
+
+@app.command()
+@_guard
+def run(
+    protocol: Path,
+    data: list[Path] = typer.Option(..., "--data", help="Data file(s), CSV or Parquet."),
+    out: Path = typer.Option(..., help="Run directory (replaced only on success)."),
+    look: str | None = typer.Option(None, help="Look id (default: the final look)."),
+    exploratory: bool = typer.Option(False, help="Run an unlocked or changed protocol; every "
+                                     "output is stamped EXPLORATORY."),
+    render: bool = typer.Option(True, help="Render the go/no-go brief."),
+) -> None:
+    """Run the locked PROTOCOL on the data: decision, report and bundle."""
+    from trials.pipeline import run_study
+
+    res = run_study(protocol, data, out, look=look, exploratory=exploratory, render=render)
+    typer.echo(f"decision: {res.decision.display_label}")
+    if res.report:
+        typer.echo(f"report:   {res.report}")
+    typer.echo(f"bundle:   {res.bundle}")
+
+
+@app.command()
+@_guard
+def verify(bundle: Path) -> None:
+    """Check every byte of BUNDLE against its manifest; non-zero exit naming the file if not."""
+    from trials.bundle import verify_bundle
+
+    manifest = verify_bundle(bundle)
+    typer.echo(f"ok: {bundle} intact ({len(manifest['files'])} files)")
+
+
+@audit_app.command("verify")
+@_guard
+def audit_verify(protocol: Path) -> None:
+    """Check the audit log beside PROTOCOL: chain intact, lock anchors present."""
+    from trials.audit import AuditLog
+    from trials.lock import StudyFiles, lock_anchors, read_lock
+
+    files = StudyFiles.beside(protocol)
+    anchors = lock_anchors(read_lock(files)) if files.lock.exists() else []
+    head = AuditLog(files.audit).verify(anchors)
+    typer.echo(f"ok: {files.audit} intact ({head.seq} entries)")
+
+
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

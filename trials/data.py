@@ -1,0 +1,192 @@
+"""Data intake v1: long-format CSV and Parquet validated against the protocol.
+
+One row per participant and visit, with the participant ID, arm, visit, participant-level columns
+(strata, demographics) and item columns named by the protocol's ``data.item_pattern``. Every
+problem is collected and reported one line each (file, row, column); nothing is written when any
+problem is found. Direct identifiers named in the protocol are dropped on reading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from outcomes.instruments import get_instrument
+from trials.errors import DataError
+from trials.io import sha256_file
+from trials.protocol import Protocol
+
+_SOURCE = "__source__"
+_ROW = "__row__"
+
+
+@dataclass(frozen=True)
+class Intake:
+    """Validated data and where they came from (file names, SHA-256, row counts)."""
+
+    frame: pd.DataFrame
+    sources: tuple[dict[str, Any], ...]
+    dropped_identifiers: tuple[str, ...]
+
+
+def item_columns(protocol: Protocol, outcome_id: str) -> list[str]:
+    outcome = protocol.outcome(outcome_id)
+    n = get_instrument(outcome.instrument).n_items
+    return [protocol.data.item_pattern.format(outcome=outcome_id, item=i) for i in range(1, n + 1)]
+
+
+def _read_one(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+            first_row = 2  # line 1 is the header
+        elif suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+            first_row = 1
+        else:
+            raise DataError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except Exception as exc:  # a parser's own message, kept to one line
+        raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
+    frame = frame.reset_index(drop=True)
+    frame[_SOURCE] = str(path)
+    frame[_ROW] = np.arange(first_row, first_row + len(frame))
+    return frame
+
+
+def _where(frame: pd.DataFrame, mask: pd.Series | np.ndarray) -> list[str]:
+    sub = frame.loc[np.asarray(mask), [_SOURCE, _ROW]]
+    return [f"{s}: row {r}" for s, r in zip(sub[_SOURCE], sub[_ROW], strict=True)]
+
+
+def read_data(paths: Sequence[str | Path], protocol: Protocol) -> Intake:
+    """Read and validate data files; raise :class:`DataError` listing every problem."""
+    if not paths:
+        raise DataError("no data files given")
+    frames = [_read_one(Path(p)) for p in paths]
+    problems: list[str] = []
+    cols = protocol.data
+    dropped: set[str] = set()
+    for frame in frames:
+        present = [c for c in protocol.privacy.direct_identifiers if c in frame.columns]
+        frame.drop(columns=present, inplace=True)
+        dropped.update(present)
+        missing = [c for c in _required_columns(protocol) if c not in frame.columns]
+        source = frame[_SOURCE].iat[0] if len(frame) else "<empty>"
+        problems += [f"{source}: column {c!r} is missing" for c in missing]
+        if len(frame) == 0:
+            problems.append(f"{source}: no data rows")
+    if problems:
+        raise DataError(f"{len(problems)} problem(s) in the data", problems)
+    data = pd.concat(frames, ignore_index=True)
+    problems += _check_keys(data, protocol)
+    problems += _check_participant_constants(data, protocol)
+    for outcome in protocol.outcomes:
+        problems += _check_items(data, protocol, outcome.id)
+    if problems:
+        raise DataError(f"{len(problems)} problem(s) in the data", problems)
+    data[cols.visit] = pd.to_numeric(data[cols.visit]).astype(int)
+    for outcome in protocol.outcomes:
+        for c in item_columns(protocol, outcome.id):
+            data[c] = pd.to_numeric(data[c]).astype("Int64")
+    sources = tuple(
+        {"file": Path(p).name, "sha256": sha256_file(p), "rows": int(len(f))}
+        for p, f in zip(paths, frames, strict=True)
+    )
+    keep = [cols.participant, cols.arm, cols.visit, *_participant_level(protocol)]
+    keep += [c for o in protocol.outcomes for c in item_columns(protocol, o.id)]
+    clean = data[keep].sort_values([cols.participant, cols.visit], kind="stable")
+    return Intake(clean.reset_index(drop=True), sources, tuple(sorted(dropped)))
+
+
+def _participant_level(protocol: Protocol) -> list[str]:
+    out = list(protocol.design.strata)
+    out += [c for c in protocol.data.participant_columns if c not in out]
+    return out
+
+
+def _required_columns(protocol: Protocol) -> list[str]:
+    cols = protocol.data
+    req = [cols.participant, cols.arm, cols.visit, *_participant_level(protocol)]
+    for outcome in protocol.outcomes:
+        req += item_columns(protocol, outcome.id)
+    return req
+
+
+def _check_keys(data: pd.DataFrame, protocol: Protocol) -> list[str]:
+    cols = protocol.data
+    problems: list[str] = []
+    arms = [a.id for a in protocol.design.arms]
+    visits = sorted({v for o in protocol.outcomes for v in o.visits})
+    pid = data[cols.participant]
+    for where in _where(data, pid.isna()):
+        problems.append(f"{where}, column {cols.participant!r}: participant ID is empty")
+    arm = data[cols.arm]
+    bad_arm = ~arm.isin(arms)
+    for where, value in zip(_where(data, bad_arm), arm[bad_arm], strict=True):
+        problems.append(f"{where}, column {cols.arm!r}: unknown arm {value!r} "
+                        f"(protocol arms: {', '.join(arms)})")
+    visit = pd.to_numeric(data[cols.visit], errors="coerce")
+    bad_visit = ~visit.isin(visits)
+    for where, value in zip(_where(data, bad_visit), data[cols.visit][bad_visit], strict=True):
+        problems.append(f"{where}, column {cols.visit!r}: unknown visit {value!r} "
+                        f"(protocol visits: {', '.join(map(str, visits))})")
+    key = pd.DataFrame({"p": pid, "v": visit})
+    dup = key.duplicated(keep=False) & pid.notna() & visit.notna()
+    if dup.any():
+        sub = data.loc[dup, [_SOURCE, _ROW]].assign(p=pid[dup], v=visit[dup])
+        for (p, v), group in sub.groupby(["p", "v"], sort=True):
+            rows = ", ".join(f"{s}: row {r}" for s, r in zip(group[_SOURCE], group[_ROW],
+                                                            strict=True))
+            problems.append(f"{rows}, columns {cols.participant!r}/{cols.visit!r}: duplicate "
+                            f"participant-visit (participant {p!r}, visit {int(v)})")
+    for c in _participant_level(protocol):
+        for where in _where(data, data[c].isna()):
+            problems.append(f"{where}, column {c!r}: value is empty")
+    return problems
+
+
+def _check_participant_constants(data: pd.DataFrame, protocol: Protocol) -> list[str]:
+    cols = protocol.data
+    problems: list[str] = []
+    for c in [cols.arm, *_participant_level(protocol)]:
+        n_values = data.groupby(cols.participant, sort=True)[c].nunique(dropna=True)
+        for p in n_values.index[n_values > 1]:
+            rows = data.loc[data[cols.participant] == p, [_SOURCE, _ROW]]
+            first = f"{rows[_SOURCE].iat[0]}: rows {', '.join(map(str, rows[_ROW]))}"
+            problems.append(f"{first}, column {c!r}: differs between visits of participant "
+                            f"{p!r} (must be constant)")
+    return problems
+
+
+def _check_items(data: pd.DataFrame, protocol: Protocol, outcome_id: str) -> list[str]:
+    outcome = protocol.outcome(outcome_id)
+    inst = get_instrument(outcome.instrument)
+    visit = pd.to_numeric(data[protocol.data.visit], errors="coerce")
+    scheduled = visit.isin(outcome.visits)
+    problems: list[str] = []
+    for c in item_columns(protocol, outcome_id):
+        raw = data[c]
+        num = pd.to_numeric(raw, errors="coerce")
+        given = raw.notna()
+        not_number = given & (num.isna() | (num != np.round(num)))
+        out_range = given & ~not_number & ((num < inst.item_min) | (num > inst.item_max))
+        unscheduled = given & ~scheduled & ~not_number & ~out_range
+        for where, v in zip(_where(data, not_number), raw[not_number], strict=True):
+            problems.append(f"{where}, column {c!r}: {v!r} is not a whole number")
+        for where, v in zip(_where(data, out_range), raw[out_range], strict=True):
+            problems.append(f"{where}, column {c!r}: {v!r} outside {inst.name} item range "
+                            f"{inst.item_min}..{inst.item_max}")
+        for where in _where(data, unscheduled):
+            problems.append(f"{where}, column {c!r}: {outcome_id} is not scheduled at this "
+                            f"visit (visits {', '.join(map(str, outcome.visits))})")
+    return problems
