@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import arviz as az
 import numpy as np
@@ -92,11 +92,16 @@ def fit_bayes_ancova(frame: pd.DataFrame, spec: BayesAncovaSpec) -> BayesAncovaR
     data, n_dropped = complete_cases(frame, spec.covariates)
     if data["treated"].nunique() < 2:
         raise AnalysisError(f"{spec.analysis}: needs participants with the outcome in both arms")
-    rhs = model_formula(data, spec.covariates).split("~", 1)[1].replace("treated +", "")
-    rhs = rhs.replace("treated", "1")
-    X = patsy.dmatrix(rhs + " - 1" if rhs.strip() != "1" else "0", data, return_type="dataframe")
-    X = X.loc[:, X.std(ddof=0) > 0]  # drop the reference-free constant columns, if any
-    Xc = (X - X.mean()).to_numpy(dtype=float)
+    # Same terms and reference coding as the frequentist ANCOVA, without the intercept column.
+    rhs = model_formula(data, spec.covariates).split("~", 1)[1]
+    rhs = rhs.replace("treated +", "").replace("treated", "1")
+    X = patsy.dmatrix(rhs, data, return_type="dataframe").drop(columns="Intercept")
+    constant = [c for c in X.columns if X[c].std(ddof=0) == 0]
+    X = X.drop(columns=constant)
+    # Centre and scale the covariates; the coefficient priors are rescaled to match, so the
+    # model is exactly the one stated on the outcome's scale, only easier for NUTS.
+    scale = X.std(ddof=0).to_numpy(dtype=float)
+    Z = ((X - X.mean()) / scale).to_numpy(dtype=float)
     y = data["y"].to_numpy(dtype=float)
     t = data["treated"].to_numpy(dtype=float)
     p, s = spec.prior, spec.sampler
@@ -104,9 +109,11 @@ def fit_bayes_ancova(frame: pd.DataFrame, spec: BayesAncovaSpec) -> BayesAncovaR
         alpha = pm.Normal("intercept", p.intercept_mean, p.intercept_sd)
         tau = pm.Normal("effect", p.effect_mean, p.effect_sd)
         mu = alpha + tau * t
-        if Xc.shape[1]:
-            beta = pm.Normal("beta", p.coef_mean, p.coef_sd, shape=Xc.shape[1])
-            mu = mu + pm.math.dot(Xc, beta)
+        if Z.shape[1]:
+            gamma = pm.Normal("beta_scaled", p.coef_mean * scale, p.coef_sd * scale,
+                              shape=Z.shape[1])
+            pm.Deterministic("beta", gamma / scale)
+            mu = mu + pm.math.dot(Z, gamma)
         sigma = pm.HalfNormal("sigma", p.sigma_sd)
         pm.Normal("y", mu, sigma, observed=y)
         logging.getLogger("pymc").setLevel(logging.ERROR)
@@ -117,13 +124,17 @@ def fit_bayes_ancova(frame: pd.DataFrame, spec: BayesAncovaSpec) -> BayesAncovaR
                 target_accept=s.target_accept, random_seed=s.seed, progressbar=False,
                 compute_convergence_checks=False,
             )
-    return BayesAncovaResult(_summarise(idata, data, spec, n_dropped), idata)
+    estimate = _summarise(idata, data, spec, n_dropped)
+    if constant:
+        estimate = replace(estimate, warnings=estimate.warnings + (
+            f"covariate column(s) without variation left out: {', '.join(constant)}",))
+    return BayesAncovaResult(estimate, idata)
 
 
 def _summarise(idata: az.InferenceData, data: pd.DataFrame, spec: BayesAncovaSpec,
                n_dropped: int) -> Estimate:
     draws = idata.posterior["effect"].to_numpy().ravel()
-    names = [v for v in ("intercept", "effect", "beta", "sigma") if v in idata.posterior]
+    names = [v for v in ("intercept", "effect", "beta_scaled", "sigma") if v in idata.posterior]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rhat = float(az.rhat(idata, var_names=names).to_array().max())

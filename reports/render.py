@@ -9,15 +9,22 @@ Pandoc fenced divs (``::: {.class}``) turned into ``<div class="class">``.
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import nbformat
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
@@ -71,6 +78,21 @@ def _render_quarto(quarto: str, source: Path) -> Rendered:
     return Rendered(source, source.with_suffix(".html"), f"Quarto {version}", pdf)
 
 
+@contextmanager
+def this_python_kernel() -> Iterator[KernelManager]:
+    """A kernel manager whose kernel is this very interpreter, whatever kernelspecs the machine
+    has: reports and notebooks then run with the environment that the bundle records."""
+    with tempfile.TemporaryDirectory(prefix="trials-kernel-") as tmp:
+        spec = Path(tmp) / "trials-python"
+        spec.mkdir()
+        (spec / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "trials (this interpreter)", "language": "python",
+        }), encoding="utf-8")
+        ksm = KernelSpecManager(kernel_dirs=[tmp], ensure_native_kernel=False)
+        yield KernelManager(kernel_name="trials-python", kernel_spec_manager=ksm)
+
+
 def _render_offline(source: Path) -> Rendered:
     doc = validate_qmd(source.read_text(encoding="utf-8"), source.name)
     nb = nbformat.v4.new_notebook()
@@ -84,9 +106,10 @@ def _render_offline(source: Path) -> Rendered:
     old = os.environ.get("TRIALS_RENDERER")
     os.environ["TRIALS_RENDERER"] = OFFLINE
     try:
-        client = NotebookClient(nb, timeout=300, kernel_name="python3",
-                                resources={"metadata": {"path": str(source.parent)}})
-        client.execute(stderr=subprocess.DEVNULL)
+        with this_python_kernel() as km:
+            client = NotebookClient(nb, km=km, timeout=300,
+                                    resources={"metadata": {"path": str(source.parent)}})
+            client.execute(stderr=subprocess.DEVNULL)
     except CellExecutionError as exc:
         last = str(exc).strip().splitlines()[-1] if str(exc).strip() else "cell failed"
         raise ReportError(f"{source}: a report cell failed: {last}") from None

@@ -119,13 +119,25 @@ def verify(bundle: Path) -> None:
 
 @audit_app.command("verify")
 @_guard
-def audit_verify(protocol: Path) -> None:
-    """Check the audit log beside PROTOCOL: chain intact, lock anchors present."""
-    from trials.audit import AuditLog
+def audit_verify(
+    protocol: Path,
+    run: list[Path] = typer.Option([], "--run", help="Run directories whose recorded audit head "
+                                   "must still be in the log (catches entries removed at the end)."),
+) -> None:
+    """Check the audit log beside PROTOCOL: chain intact, lock and run anchors present."""
+    from trials.audit import AuditHead, AuditLog
+    from trials.errors import AuditError
+    from trials.io import read_json
     from trials.lock import StudyFiles, lock_anchors, read_lock
 
     files = StudyFiles.beside(protocol)
     anchors = lock_anchors(read_lock(files)) if files.lock.exists() else []
+    for run_dir in run:
+        try:
+            head = read_json(run_dir / "run.json")["audit_head"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise AuditError(f"{run_dir / 'run.json'}: no audit head recorded ({exc})") from None
+        anchors.append(AuditHead(head["seq"], head["hash"]))
     head = AuditLog(files.audit).verify(anchors)
     typer.echo(f"ok: {files.audit} intact ({head.seq} entries)")
 

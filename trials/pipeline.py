@@ -36,7 +36,7 @@ from outcomes.scoring import score_instrument
 from trials.audit import AuditLog, now
 from trials.data import Intake, item_columns, read_data
 from trials.decision import Decision, decide
-from trials.errors import LockError
+from trials.errors import LockError, TrialsError
 from trials.io import canonical_json, sha256_bytes, staged_directory, write_json_atomic
 from trials.lock import StudyFiles, check_lock, lock_anchors, read_lock
 from trials.privacy import load_or_create_key, pseudonymise, suppress
@@ -237,7 +237,7 @@ def summarise(protocol: Protocol, intake: Intake, scored: pd.DataFrame, fits: Fi
              "analyses": [a.id for a in protocol.analyses if a.estimand == e.id]}
             for e in protocol.estimands
         ],
-        "estimates": [fits.estimates[a.id].to_dict() for a in protocol.analyses],
+        "estimates": [_shared_estimate(fits.estimates[a.id], k) for a in protocol.analyses],
         "outcomes": outcomes,
         "safety": {"red_flags": red_flags},
         "fairness": fairness_panel(protocol, scored),
@@ -246,11 +246,25 @@ def summarise(protocol: Protocol, intake: Intake, scored: pd.DataFrame, fits: Fi
 
 
 def _public_estimate(est: Estimate, k: int) -> dict[str, Any]:
+    """A safety estimate as shared: event counts of 1..k-1 suppressed, and with them every
+    number from which they could be worked back (shares, difference, interval)."""
     d = est.to_dict()
-    d["details"] = {
-        "events": {a: _cell(v, k) for a, v in est.details["events"].items()},
-        "proportions": dict(est.details["proportions"]),
-    }
+    events = {a: _cell(v, k) for a, v in est.details["events"].items()}
+    hidden = any(isinstance(v, str) for v in events.values())
+    d["details"] = {"events": events,
+                    "proportions": {a: None if hidden else p
+                                    for a, p in est.details["proportions"].items()}}
+    d["n_by_arm"] = {a: _cell(v, k) for a, v in est.n_by_arm.items()}
+    if hidden:
+        d.update(estimate=None, ci_lower=None, ci_upper=None, std_error=None)
+        d["warnings"] = [*d["warnings"], "small cells: counts and the difference are suppressed "
+                         "in shared outputs (the decision used the full data)"]
+    d["suppressed"] = hidden
+    return d
+
+
+def _shared_estimate(est: Estimate, k: int) -> dict[str, Any]:
+    d = est.to_dict()
     d["n_by_arm"] = {a: _cell(v, k) for a, v in est.n_by_arm.items()}
     return d
 
@@ -326,6 +340,11 @@ def run_study(
 
     files = StudyFiles.beside(protocol_path)
     protocol = load_protocol(files.protocol)
+    out_resolved = Path(out_dir).resolve()
+    study_dir = files.protocol.resolve().parent
+    if out_resolved == study_dir or out_resolved in study_dir.parents:
+        raise TrialsError(f"--out {out_dir}: would replace the folder holding {files.protocol}; "
+                          "choose a separate run directory")
     look = look or protocol.design.final_look
     if look not in {lk.id for lk in protocol.design.looks}:
         raise LockError(f"{files.protocol}: design.looks has no look {look!r}")
@@ -358,9 +377,15 @@ def run_study(
     with staged_directory(out_dir) as stage:
         (stage / "results.json").write_text(results_text, encoding="utf-8")
         (stage / "decision.json").write_text(decision_text, encoding="utf-8")
-        (stage / "environment.txt").write_text(environment_lock(), encoding="utf-8")
+        stamp = "# EXPLORATORY run: not a confirmatory analysis\n" if exploratory else ""
+        (stage / "environment.txt").write_text(stamp + environment_lock(), encoding="utf-8")
+        share = protocol.privacy.share_analysis_dataset
         for analysis_id, idata in fits.posteriors.items():
-            _save_posterior(idata, stage / f"posterior_{analysis_id}.nc")
+            _save_posterior(idata, stage / f"posterior_{analysis_id}.nc",
+                            keep_data=share, exploratory=exploratory)
+        if share:
+            shared = scored.drop(columns=[c for c in scored.columns if c.endswith("_band")])
+            shared.to_csv(stage / "analysis_dataset.csv", index=False)
         report = render_report(stage, "brief") if render else None
         head = audit.append("run", {
             "protocol_id": protocol.id, "protocol_version": protocol.version,
@@ -387,13 +412,20 @@ def run_study(
     )
 
 
-def _save_posterior(idata: az.InferenceData, path: Path) -> None:
-    # Drop creation timestamps so the same seed gives the same file contents.
+def _save_posterior(idata: az.InferenceData, path: Path, *, keep_data: bool,
+                    exploratory: bool) -> None:
+    """Save the posterior as NetCDF. Participant-level data (the observed outcomes) are left out
+    unless the protocol allows sharing the analysis dataset; creation times are dropped so the
+    same seed gives the same file contents."""
+    groups = [g for g in idata.groups() if keep_data or g not in ("observed_data", "constant_data")]
+    idata = az.InferenceData(**{g: getattr(idata, g) for g in groups})
     for group in idata.groups():
         ds = getattr(idata, group)
         for attr in ("created_at", "arviz_version", "inference_library_version",
                      "sampling_time"):
             ds.attrs.pop(attr, None)
+        if exploratory:
+            ds.attrs["trials_status"] = "EXPLORATORY"
     idata.to_netcdf(str(path))
 
 

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from outcomes.instruments import get_instrument
 from trials.errors import ProtocolError
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$", max_length=64)]
@@ -44,10 +45,11 @@ class Look(_Spec):
 
 class Design(_Spec):
     type: Literal["parallel"] = "parallel"
-    arms: tuple[Arm, ...] = Field(min_length=2)
+    arms: tuple[Arm, ...] = Field(min_length=2, max_length=2,
+                                  description="v1 runs two-arm trials: one control arm.")
     strata: tuple[Identifier, ...] = ()
     planned_size: int = Field(gt=0)
-    looks: tuple[Look, ...] = (Look(id="final", information_fraction=1.0),)
+    looks: tuple[Look, ...] = Field((Look(id="final", information_fraction=1.0),), min_length=1)
 
     @model_validator(mode="after")
     def _check(self) -> Design:
@@ -364,6 +366,8 @@ class Protocol(_Spec):
                 value = getattr(e.treatment, fld)
                 if value not in arms:
                     raise _ref(f"{where}.treatment.{fld}", value, arms)
+            if e.treatment.arm == e.treatment.comparator:
+                raise ValueError(f"{where}.treatment: arm and comparator must differ")
         for i, a in enumerate(self.analyses):
             if a.estimand not in estimands:
                 raise _ref(f"analyses.{i}.estimand", a.estimand, estimands)
@@ -371,9 +375,18 @@ class Protocol(_Spec):
                 if cov != "baseline" and cov not in self.design.strata + self.data.participant_columns:
                     raise _ref(f"analyses.{i}.covariates", cov,
                                ("baseline", *self.design.strata, *self.data.participant_columns))
+        _unique("safety.red_flags", [f.id for f in self.safety.red_flags],
+                len(self.safety.red_flags))
         for i, f in enumerate(self.safety.red_flags):
             if f.outcome not in outcomes:
                 raise _ref(f"safety.red_flags.{i}.outcome", f.outcome, outcomes)
+            inst = get_instrument(outcomes[f.outcome].instrument)
+            if f.item > inst.n_items:
+                raise ValueError(f"safety.red_flags.{i}.item: {f.item} but {inst.name} has "
+                                 f"{inst.n_items} items")
+            if not inst.item_min <= f.at_least <= inst.item_max:
+                raise ValueError(f"safety.red_flags.{i}.at_least: {f.at_least} outside the "
+                                 f"{inst.name} item range {inst.item_min}..{inst.item_max}")
         for i, c in enumerate(self.criteria):
             if c.analysis is not None and c.analysis not in analyses:
                 raise _ref(f"criteria.{i}.analysis", c.analysis, analyses)
