@@ -43,7 +43,10 @@ def parse_qmd(text: str, name: str = "<qmd>") -> QmdDocument:
     try:
         front = yaml.safe_load("\n".join(lines[1:end])) or {}
     except yaml.YAMLError as exc:
-        raise QmdError(f"{name}: front matter is not valid YAML ({exc})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 2}" if mark is not None else ""
+        raise QmdError(f"{name}: front matter is not valid YAML{where} "
+                       f"({getattr(exc, 'problem', None) or 'parse error'})") from None
     cells: list[Cell] = []
     buf: list[str] = []
     i = end + 1

@@ -21,17 +21,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import nbformat
+from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+from traitlets import default
 
 from reports.qmd import Cell, QmdDocument, validate_qmd
 from trials.errors import TrialsError
 from trials.io import write_text_atomic
 
+KERNEL_NAME = "trials-python"
 OFFLINE = "the offline renderer (nbclient + nbconvert; Quarto CLI not found)"
 
 
@@ -79,18 +82,24 @@ def _render_quarto(quarto: str, source: Path) -> Rendered:
 
 
 @contextmanager
-def this_python_kernel() -> Iterator[KernelManager]:
-    """A kernel manager whose kernel is this very interpreter, whatever kernelspecs the machine
-    has: reports and notebooks then run with the environment that the bundle records."""
+def this_python_kernel() -> Iterator[dict[str, Any]]:
+    """Keyword arguments for :class:`nbclient.NotebookClient` whose kernel is this very
+    interpreter, whatever kernelspecs the machine has, so reports and notebooks run with the
+    environment that the bundle records. The client owns and shuts down the kernel."""
     with tempfile.TemporaryDirectory(prefix="trials-kernel-") as tmp:
-        spec = Path(tmp) / "trials-python"
+        spec = Path(tmp) / KERNEL_NAME
         spec.mkdir()
         (spec / "kernel.json").write_text(json.dumps({
             "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             "display_name": "trials (this interpreter)", "language": "python",
         }), encoding="utf-8")
-        ksm = KernelSpecManager(kernel_dirs=[tmp], ensure_native_kernel=False)
-        yield KernelManager(kernel_name="trials-python", kernel_spec_manager=ksm)
+
+        class ThisPythonKernelManager(AsyncKernelManager):
+            @default("kernel_spec_manager")
+            def _this_python_specs(self) -> KernelSpecManager:
+                return KernelSpecManager(kernel_dirs=[tmp], ensure_native_kernel=False)
+
+        yield {"kernel_name": KERNEL_NAME, "kernel_manager_class": ThisPythonKernelManager}
 
 
 def _render_offline(source: Path) -> Rendered:
@@ -106,8 +115,8 @@ def _render_offline(source: Path) -> Rendered:
     old = os.environ.get("TRIALS_RENDERER")
     os.environ["TRIALS_RENDERER"] = OFFLINE
     try:
-        with this_python_kernel() as km:
-            client = NotebookClient(nb, km=km, timeout=300,
+        with this_python_kernel() as kernel:
+            client = NotebookClient(nb, timeout=300, **kernel,
                                     resources={"metadata": {"path": str(source.parent)}})
             client.execute(stderr=subprocess.DEVNULL)
     except CellExecutionError as exc:

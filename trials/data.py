@@ -76,9 +76,9 @@ def read_data(paths: Sequence[str | Path], protocol: Protocol) -> Intake:
     problems: list[str] = []
     cols = protocol.data
     dropped: set[str] = set()
-    for frame in frames:
+    for i, frame in enumerate(frames):
         present = [c for c in protocol.privacy.direct_identifiers if c in frame.columns]
-        frame.drop(columns=present, inplace=True)
+        frames[i] = frame = frame.drop(columns=present)
         dropped.update(present)
         missing = [c for c in _required_columns(protocol) if c not in frame.columns]
         source = frame[_SOURCE].iat[0] if len(frame) else "<empty>"

@@ -1,0 +1,114 @@
+"""The demo study end to end: the spine's promises on its real output."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from reports.qmd import validate_qmd
+from reports.render import template_text
+from trials.audit import AuditLog
+from trials.bundle import read_members, verify_bundle
+from trials.io import read_json
+
+
+@pytest.fixture(scope="module")
+def run_dir(demo_run):
+    return demo_run.run.run_dir
+
+
+def test_run_directory_has_every_output(run_dir):
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"results.json", "decision.json", "run.json", "environment.txt", "brief.qmd",
+            "brief.html", "bundle.zip", "posterior_primary_bayes.nc"} <= names
+    assert not any(n.startswith(".") for n in names)
+
+
+def test_demo_decision_is_go_for_its_seed(demo_run):
+    d = read_json(demo_run.run.run_dir / "decision.json")
+    assert d["outcome"] == "go" and d["label"] == "GO" and d["exploratory"] is False
+    assert {c["id"] for c in d["criteria"]} == {"superiority", "bayes_benefit", "futility_cid",
+                                                "harm_worse", "harm_item9"}
+
+
+def test_bayesian_estimate_agrees_with_frequentist_within_monte_carlo_error(demo_run):
+    est = {e["analysis"]: e for e in demo_run.run.results["estimates"]}
+    f, b = est["primary_ancova"], est["primary_bayes"]
+    assert b["reliable"]
+    # Monte Carlo error plus the pull of the Normal(0, 5) prior (about SE^2/25 of the effect).
+    assert abs(b["estimate"] - f["estimate"]) < 4 * b["diagnostics"]["mcse_effect"] + 0.05
+    assert b["std_error"] == pytest.approx(f["std_error"], rel=0.1)
+
+
+def test_bayesian_diagnostics_are_recorded(demo_run):
+    b = next(e for e in demo_run.run.results["estimates"] if e["engine"] == "bayesian")
+    diag = b["diagnostics"]
+    assert diag["max_rhat"] <= 1.01 and diag["divergences"] == 0
+    assert diag["min_ess_bulk"] >= 400 and diag["min_ess_tail"] >= 400
+
+
+def test_safety_summary_counts_item9_flags(demo_run):
+    flag = demo_run.run.results["safety"]["red_flags"][0]
+    assert flag["id"] == "phq9_item9"
+    for arm in ("ai_cbt", "usual_care"):
+        assert isinstance(flag["by_arm"][arm]["participants_flagged"], int)
+        assert flag["by_arm"][arm]["participants_flagged"] > 0
+
+
+def test_bundle_verifies_and_holds_the_study(run_dir):
+    manifest = verify_bundle(run_dir / "bundle.zip")
+    assert {"protocol/protocol.yaml", "protocol/protocol.lock.json", "protocol/audit.jsonl",
+            "results.json", "decision.json", "brief.qmd", "brief.html",
+            "environment.txt"} <= set(manifest["files"])
+
+
+def test_no_participant_identifiers_in_any_shared_output(run_dir):
+    members = read_members(run_dir / "bundle.zip")
+    for name, data in members.items():
+        assert b"CMP-" not in data, name  # the demo's study IDs
+    text = (run_dir / "results.json").read_text() + (run_dir / "brief.html").read_text()
+    assert not re.search(r"P-[0-9a-f]{16}", text)  # nor their pseudonyms
+    assert ".pseudonym.key" not in members
+
+
+def test_audit_log_records_lock_data_and_run(demo_run):
+    log = AuditLog(demo_run.protocol.with_name("audit.jsonl"))
+    assert [e["event"] for e in log.entries()] == ["lock", "data_load", "run"]
+    run_meta = read_json(demo_run.run.run_dir / "run.json")
+    assert run_meta["audit_head"]["seq"] == 3
+
+
+def test_brief_shows_decision_renderer_and_no_errors(run_dir):
+    html = (run_dir / "brief.html").read_text()
+    assert "decision-banner" in html and "Decision: GO" in html
+    assert "Rendered by the offline renderer" in html or "Rendered by Quarto" in html
+    assert "Traceback" not in html and "Error" not in html
+    assert 'alt="Estimated difference between arms' in html
+    assert "data:image/png;base64," in html and "<script" not in html
+
+
+def test_quarto_source_sits_beside_rendering_and_is_valid(run_dir):
+    source = (run_dir / "brief.qmd").read_text()
+    assert source == template_text("brief")
+    validate_qmd(source, "brief.qmd")
+
+
+def test_results_record_environment_and_data_provenance(run_dir, demo_run):
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["data"]["sources"][0]["file"] == "demo.csv"
+    assert len(results["data"]["sources"][0]["sha256"]) == 64
+    env = (run_dir / "environment.txt").read_text()
+    assert re.search(r"^pymc==", env, re.M) and re.search(r"^statsmodels==", env, re.M)
+
+
+@pytest.mark.slow
+def test_demo_is_deterministic(demo_run, tmp_path):
+    from trials.demo import run_demo
+
+    again = run_demo(tmp_path / "again")
+    for name in ("results.json", "decision.json"):
+        first = (demo_run.run.run_dir / name).read_bytes()
+        assert (again.run.run_dir / name).read_bytes() == first, name
+    assert again.data.read_bytes() == demo_run.data.read_bytes()
