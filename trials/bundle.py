@@ -39,7 +39,8 @@ def _canonical_zip(members: dict[str, bytes]) -> bytes:
 def _manifest(members: dict[str, bytes]) -> dict[str, Any]:
     return {
         "schema": "trials.bundle/1",
-        "files": {n: {"sha256": sha256_bytes(b), "bytes": len(b)} for n, b in sorted(members.items())},
+        "files": {n: {"sha256": sha256_bytes(b), "bytes": len(b)}
+                  for n, b in sorted(members.items())},
     }
 
 
@@ -102,7 +103,7 @@ def verify_bundle(path: str | Path) -> dict[str, Any]:
     expected = _canonical_zip(members)
     actual = path.read_bytes()
     if expected != actual:
-        at = next((i for i, (a, b) in enumerate(zip(expected, actual)) if a != b),
+        at = next((i for i, (a, b) in enumerate(zip(expected, actual, strict=False)) if a != b),
                   min(len(expected), len(actual)))
         raise BundleError(f"{path}: archive structure differs from the canonical bundle at byte "
                           f"{at} (the archive was altered)")

@@ -66,7 +66,9 @@ def lock(protocol: Path) -> None:
 
 @app.command()
 @_guard
-def amend(protocol: Path, reason: str = typer.Option(..., help="Why the protocol changed.")) -> None:
+def amend(
+    protocol: Path, reason: str = typer.Option(..., help="Why the protocol changed.")
+) -> None:
     """Record the edited PROTOCOL as a new locked version with its reason."""
     from trials.lock import amend_protocol
 
@@ -121,8 +123,9 @@ def verify(bundle: Path) -> None:
 @_guard
 def audit_verify(
     protocol: Path,
-    run: list[Path] = typer.Option([], "--run", help="Run directories whose recorded audit head "
-                                   "must still be in the log (catches entries removed at the end)."),
+    run: list[Path] = typer.Option(
+        [], "--run", help="Run directories whose recorded audit head must still be in the log "
+        "(catches entries removed at the end)."),
 ) -> None:
     """Check the audit log beside PROTOCOL: chain intact, lock and run anchors present."""
     from trials.audit import AuditHead, AuditLog

@@ -136,7 +136,8 @@ def evaluate_criterion(c: Criterion, est: Estimate | None) -> CriterionResult:
         met = c.comparator.func(observed, c.threshold)
         level = f"{est.ci_level:.0%}"
         what = _STAT_WORDS[c.statistic].format(level=level)
-        relation = _CMP_WORDS[c.comparator.value] if met else "not " + _CMP_WORDS[c.comparator.value]
+        words = _CMP_WORDS[c.comparator.value]
+        relation = words if met else "not " + words
         text = f"The {what} of {source} is {observed:.3g}, {relation} {c.threshold:g}"
     counts = True
     if not est.reliable:

@@ -62,8 +62,10 @@ class Design(_Spec):
         if len(set(look_ids)) != len(look_ids):
             raise ValueError(f"look ids must be unique, got {look_ids}")
         fractions = [lk.information_fraction for lk in self.looks]
-        if fractions != sorted(fractions) or fractions[-1] != 1.0:
-            raise ValueError("looks must be in increasing information_fraction ending at 1.0")
+        increasing = all(a < b for a, b in zip(fractions, fractions[1:], strict=False))
+        if not increasing or fractions[-1] != 1.0:
+            raise ValueError("looks must be in strictly increasing information_fraction "
+                             "ending at 1.0")
         return self
 
     @property
@@ -371,10 +373,10 @@ class Protocol(_Spec):
         for i, a in enumerate(self.analyses):
             if a.estimand not in estimands:
                 raise _ref(f"analyses.{i}.estimand", a.estimand, estimands)
+            allowed = ("baseline", *self.design.strata, *self.data.participant_columns)
             for cov in a.covariates:
-                if cov != "baseline" and cov not in self.design.strata + self.data.participant_columns:
-                    raise _ref(f"analyses.{i}.covariates", cov,
-                               ("baseline", *self.design.strata, *self.data.participant_columns))
+                if cov not in allowed:
+                    raise _ref(f"analyses.{i}.covariates", cov, allowed)
         _unique("safety.red_flags", [f.id for f in self.safety.red_flags],
                 len(self.safety.red_flags))
         for i, f in enumerate(self.safety.red_flags):
@@ -476,5 +478,6 @@ def load_protocol(path: str | Path) -> Protocol:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ProtocolError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        problem = getattr(exc, "problem", None) or "parse error"
+        raise ProtocolError(f"{path}:{where} invalid YAML ({problem})") from None
     return parse_protocol(data, str(path))

@@ -25,7 +25,9 @@ class DemoResult:
     run: RunResult
 
 
-def write_demo_study(study_dir: str | Path, n: int = 400, seed: int = 20261127) -> tuple[Path, Path]:
+def write_demo_study(
+    study_dir: str | Path, n: int = 400, seed: int = 20261127
+) -> tuple[Path, Path]:
     """Write the demo protocol and its simulated data into ``study_dir`` (not locked)."""
     study = Path(study_dir)
     (study / "data").mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ TRUE_EFFECT = {4: -1.2, 8: -2.2, 12: -2.8}  # PHQ-9 points, companion minus usua
 USUAL_CARE_CHANGE = {4: -1.8, 8: -3.0, 12: -3.8}
 
 # Relative propensity of each PHQ-9 item to carry symptom points; item 9 (self-harm) is rare.
-PHQ9_WEIGHTS = np.array([1.2, 1.2, 1.1, 1.3, 0.9, 1.0, 0.9, 0.7, 0.18])
+PHQ9_WEIGHTS = np.array([1.2, 1.2, 1.1, 1.3, 0.9, 1.0, 0.9, 0.7, 0.12])
 GAD7_WEIGHTS = np.array([1.2, 1.0, 1.2, 1.0, 0.8, 1.0, 0.8])
 
 
