@@ -52,7 +52,10 @@ class AuditLog:
             return []
         entries: list[dict[str, Any]] = []
         prev = GENESIS
-        for lineno, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+        # Split on newlines only: str.splitlines() would also split inside an entry on U+2028
+        # and friends, which a pasted --reason may contain.
+        text = self.path.read_text(encoding="utf-8")
+        for lineno, line in enumerate(text.rstrip("\n").split("\n") if text else [], 1):
             where = f"{self.path}: line {lineno}"
             try:
                 entry = json.loads(line)
@@ -95,7 +98,7 @@ class AuditLog:
         old = self.path.read_text(encoding="utf-8") if self.path.exists() else ""
         if old and not old.endswith("\n"):
             old += "\n"
-        line = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        line = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         write_text_atomic(self.path, old + line + "\n")
         return AuditHead(entry["seq"], entry["hash"])
 
@@ -108,12 +111,12 @@ class AuditLog:
                 continue
             if anchor.seq not in by_seq:
                 raise AuditError(
-                    f"{self.path}: entry {anchor.seq} recorded in the lock is missing "
+                    f"{self.path}: entry {anchor.seq} recorded in the lock or a run is missing "
                     "(entries were removed from the end)"
                 )
             if by_seq[anchor.seq] != anchor.hash:
                 raise AuditError(f"{self.path}: entry {anchor.seq} differs from the hash "
-                                 "recorded in the lock")
+                                 "recorded in the lock or a run")
         if not entries:
             return AuditHead(0, GENESIS)
         return AuditHead(entries[-1]["seq"], entries[-1]["hash"])

@@ -47,8 +47,12 @@ def _manifest(members: dict[str, bytes]) -> dict[str, Any]:
 def build_bundle(members: dict[str, bytes]) -> bytes:
     """The canonical archive of ``members`` plus their manifest."""
     members = dict(members)
-    members[MANIFEST] = (json.dumps(_manifest(members), indent=2, sort_keys=True) + "\n").encode()
+    members[MANIFEST] = _manifest_bytes(members)
     return _canonical_zip(members)
+
+
+def _manifest_bytes(members: dict[str, bytes]) -> bytes:
+    return (json.dumps(_manifest(members), indent=2, sort_keys=True) + "\n").encode()
 
 
 def write_bundle(run_dir: str | Path, study: StudyFiles) -> Path:
@@ -65,20 +69,22 @@ def write_bundle(run_dir: str | Path, study: StudyFiles) -> Path:
 
 
 def read_members(path: str | Path) -> dict[str, bytes]:
+    """Every member's bytes; any failure to read the archive is a one-line BundleError."""
     path = Path(path)
+    if not path.exists():
+        raise BundleError(f"{path}: file not found")
+    current = None
     try:
         with zipfile.ZipFile(path) as zf:
             members: dict[str, bytes] = {}
             for info in zf.infolist():
-                try:
-                    members[info.filename] = zf.read(info)
-                except (zipfile.BadZipFile, OSError, ValueError) as exc:
-                    raise BundleError(f"{path}: {info.filename}: damaged ({exc})") from None
+                current = info.filename
+                members[info.filename] = zf.read(info)
             return members
-    except FileNotFoundError:
-        raise BundleError(f"{path}: file not found") from None
-    except (zipfile.BadZipFile, OSError, ValueError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not a readable bundle archive ({exc})") from None
+    except Exception as exc:  # zipfile raises many types on damaged input; all mean "damaged"
+        where = f"{current}: " if current else ""
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BundleError(f"{path}: {where}damaged or altered archive ({detail})") from None
 
 
 def verify_bundle(path: str | Path) -> dict[str, Any]:
@@ -89,17 +95,25 @@ def verify_bundle(path: str | Path) -> dict[str, Any]:
         raise BundleError(f"{path}: {MANIFEST} is missing")
     try:
         manifest = json.loads(members[MANIFEST])
-        listed: dict[str, Any] = manifest["files"]
-    except (ValueError, KeyError, TypeError):
+        listed = manifest["files"]
+        recorded = {name: str(entry["sha256"]) for name, entry in listed.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise BundleError(f"{path}: {MANIFEST} is not a valid manifest") from None
-    for name in sorted(set(members) - set(listed) - {MANIFEST}):
+    for name in sorted(set(members) - set(recorded) - {MANIFEST}):
         raise BundleError(f"{path}: {name}: not listed in the manifest (file was added)")
-    for name, entry in sorted(listed.items()):
+    for name, digest in sorted(recorded.items()):
         if name not in members:
             raise BundleError(f"{path}: {name}: listed in the manifest but missing")
-        if sha256_bytes(members[name]) != entry.get("sha256"):
+        if listed[name].get("bytes") != len(members[name]):
+            raise BundleError(f"{path}: {name}: size differs from the manifest "
+                              "(file or manifest was changed)")
+        if sha256_bytes(members[name]) != digest:
             raise BundleError(f"{path}: {name}: SHA-256 differs from the manifest "
                               "(file was changed)")
+    content = {n: b for n, b in members.items() if n != MANIFEST}
+    if members[MANIFEST] != _manifest_bytes(content):
+        raise BundleError(f"{path}: {MANIFEST}: differs from the manifest of the files it lists "
+                          "(sizes or layout were changed)")
     expected = _canonical_zip(members)
     actual = path.read_bytes()
     if expected != actual:

@@ -47,7 +47,7 @@ def _read_one(path: Path) -> pd.DataFrame:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
             first_row = 2  # line 1 is the header
         elif suffix in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
+            frame = _as_text(pd.read_parquet(path))
             first_row = 1
         else:
             raise DataError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
@@ -63,6 +63,20 @@ def _read_one(path: Path) -> pd.DataFrame:
     return frame
 
 
+def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Parquet keeps its own types; turn every cell into text as a CSV reader would, so the same
+    data give the same frame (and the same model terms) from either format."""
+    out = pd.DataFrame(index=frame.index)
+    for c in frame.columns:
+        col = frame[c]
+        text = col.astype(object).where(col.isna(), col.astype(str))
+        if pd.api.types.is_float_dtype(col):
+            whole = col.notna() & (col == col.round())
+            text = text.where(~whole, col.where(whole, 0).astype("int64").astype(str))
+        out[c] = text.where(text != "", None).where(col.notna(), None)
+    return out.astype("str")
+
+
 def _where(frame: pd.DataFrame, mask: pd.Series | np.ndarray) -> list[str]:
     sub = frame.loc[np.asarray(mask), [_SOURCE, _ROW]]
     return [f"{s}: row {r}" for s, r in zip(sub[_SOURCE], sub[_ROW], strict=True)]
@@ -76,22 +90,24 @@ def read_data(paths: Sequence[str | Path], protocol: Protocol) -> Intake:
     problems: list[str] = []
     cols = protocol.data
     dropped: set[str] = set()
-    for i, frame in enumerate(frames):
+    required = _required_columns(protocol)
+    for i, (path, frame) in enumerate(zip(paths, frames, strict=True)):
         present = [c for c in protocol.privacy.direct_identifiers if c in frame.columns]
         frames[i] = frame = frame.drop(columns=present)
         dropped.update(present)
-        missing = [c for c in _required_columns(protocol) if c not in frame.columns]
-        source = frame[_SOURCE].iat[0] if len(frame) else "<empty>"
-        problems += [f"{source}: column {c!r} is missing" for c in missing]
+        problems += [f"{path}: column {c!r} is missing" for c in required
+                     if c not in frame.columns]
         if len(frame) == 0:
-            problems.append(f"{source}: no data rows")
-    if problems:
-        raise DataError(f"{len(problems)} problem(s) in the data", problems)
+            problems.append(f"{path}: no data rows")
     data = pd.concat(frames, ignore_index=True)
-    problems += _check_keys(data, protocol)
-    problems += _check_participant_constants(data, protocol)
+    for c in required:  # so that the row checks below still run on what is there
+        if c not in data.columns:
+            data[c] = None
+    missing = {c for c in required if any(c not in f.columns for f in frames)}
+    problems += _check_keys(data, protocol, missing)
+    problems += _check_participant_constants(data, protocol, missing)
     for outcome in protocol.outcomes:
-        problems += _check_items(data, protocol, outcome.id)
+        problems += _check_items(data, protocol, outcome.id, missing)
     if problems:
         raise DataError(f"{len(problems)} problem(s) in the data", problems)
     data[cols.visit] = pd.to_numeric(data[cols.visit]).astype(int)
@@ -122,9 +138,11 @@ def _required_columns(protocol: Protocol) -> list[str]:
     return req
 
 
-def _check_keys(data: pd.DataFrame, protocol: Protocol) -> list[str]:
+def _check_keys(data: pd.DataFrame, protocol: Protocol, missing: set[str]) -> list[str]:
     cols = protocol.data
     problems: list[str] = []
+    if {cols.participant, cols.arm, cols.visit} & missing:
+        return problems  # already reported as missing columns
     arms = [a.id for a in protocol.design.arms]
     visits = sorted({v for o in protocol.outcomes for v in o.visits})
     pid = data[cols.participant]
@@ -150,15 +168,22 @@ def _check_keys(data: pd.DataFrame, protocol: Protocol) -> list[str]:
             problems.append(f"{rows}, columns {cols.participant!r}/{cols.visit!r}: duplicate "
                             f"participant-visit (participant {p!r}, visit {int(v)})")
     for c in _participant_level(protocol):
+        if c in missing:
+            continue
         for where in _where(data, data[c].isna()):
             problems.append(f"{where}, column {c!r}: value is empty")
     return problems
 
 
-def _check_participant_constants(data: pd.DataFrame, protocol: Protocol) -> list[str]:
+def _check_participant_constants(data: pd.DataFrame, protocol: Protocol,
+                                 missing: set[str]) -> list[str]:
     cols = protocol.data
     problems: list[str] = []
+    if cols.participant in missing:
+        return problems
     for c in [cols.arm, *_participant_level(protocol)]:
+        if c in missing:
+            continue
         n_values = data.groupby(cols.participant, sort=True)[c].nunique(dropna=True)
         for p in n_values.index[n_values > 1]:
             rows = data.loc[data[cols.participant] == p, [_SOURCE, _ROW]]
@@ -168,13 +193,18 @@ def _check_participant_constants(data: pd.DataFrame, protocol: Protocol) -> list
     return problems
 
 
-def _check_items(data: pd.DataFrame, protocol: Protocol, outcome_id: str) -> list[str]:
+def _check_items(data: pd.DataFrame, protocol: Protocol, outcome_id: str,
+                 missing: set[str]) -> list[str]:
     outcome = protocol.outcome(outcome_id)
     inst = get_instrument(outcome.instrument)
     visit = pd.to_numeric(data[protocol.data.visit], errors="coerce")
-    scheduled = visit.isin(outcome.visits)
+    all_visits = {v for o in protocol.outcomes for v in o.visits}
+    # Rows with an unknown visit are reported once, as such, not once per item.
+    scheduled = visit.isin(outcome.visits) | ~visit.isin(all_visits)
     problems: list[str] = []
     for c in item_columns(protocol, outcome_id):
+        if c in missing:
+            continue
         raw = data[c]
         num = pd.to_numeric(raw, errors="coerce")
         given = raw.notna()

@@ -419,6 +419,11 @@ def _save_posterior(idata: az.InferenceData, path: Path, *, keep_data: bool,
     same seed gives the same file contents."""
     groups = [g for g in idata.groups() if keep_data or g not in ("observed_data", "constant_data")]
     idata = az.InferenceData(**{g: getattr(idata, g) for g in groups})
+    if "sample_stats" in idata.groups():
+        # Wall-clock timings differ between identical runs; they are not results.
+        timing = [v for v in ("perf_counter_start", "perf_counter_diff", "process_time_diff")
+                  if v in idata.sample_stats]
+        idata.sample_stats = idata.sample_stats.drop_vars(timing)
     for group in idata.groups():
         ds = getattr(idata, group)
         for attr in ("created_at", "arviz_version", "inference_library_version",

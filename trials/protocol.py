@@ -22,6 +22,9 @@ from outcomes.instruments import get_instrument
 from trials.errors import ProtocolError
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$", max_length=64)]
+# A number that must be finite: a NaN threshold could never be met and would silently switch
+# a rule off.
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
 class _Spec(BaseModel):
@@ -154,7 +157,7 @@ class Estimand(_Spec):
     treatment: Treatment
     intercurrent_events: tuple[IntercurrentEvent, ...] = ()
     summary: Literal["difference_in_means"] = "difference_in_means"
-    clinically_important_difference: float | None = Field(
+    clinically_important_difference: Finite | None = Field(
         None, description="Smallest between-arm difference that matters, in outcome units, signed."
     )
 
@@ -164,13 +167,13 @@ class Estimand(_Spec):
 
 class NormalPrior(_Spec):
     distribution: Literal["normal"] = "normal"
-    mean: float = 0.0
-    sd: float = Field(gt=0)
+    mean: Finite = 0.0
+    sd: float = Field(gt=0, allow_inf_nan=False)
 
 
 class HalfNormalPrior(_Spec):
     distribution: Literal["half_normal"] = "half_normal"
-    sd: float = Field(gt=0)
+    sd: float = Field(gt=0, allow_inf_nan=False)
 
 
 class BayesPrior(_Spec):
@@ -295,7 +298,7 @@ class Criterion(_Spec):
     safety: Identifier | None = None
     statistic: Statistic
     comparator: Comparator
-    threshold: float
+    threshold: Finite
     probability: float | None = Field(None, gt=0, lt=1)
     look: Identifier | None = None
 
@@ -353,9 +356,9 @@ class Protocol(_Spec):
         analyses = {a.id: a for a in self.analyses}
         flags = {f.id for f in self.safety.red_flags}
         looks = {lk.id for lk in self.design.looks}
-        _unique("outcomes", list(outcomes), len(self.outcomes))
-        _unique("estimands", list(estimands), len(self.estimands))
-        _unique("analyses", list(analyses), len(self.analyses))
+        _unique("outcomes", [o.id for o in self.outcomes], len(self.outcomes))
+        _unique("estimands", [e.id for e in self.estimands], len(self.estimands))
+        _unique("analyses", [a.id for a in self.analyses], len(self.analyses))
         _unique("criteria", [c.id for c in self.criteria], len(self.criteria))
         for i, e in enumerate(self.estimands):
             where = f"estimands.{i}"
@@ -373,7 +376,8 @@ class Protocol(_Spec):
         for i, a in enumerate(self.analyses):
             if a.estimand not in estimands:
                 raise _ref(f"analyses.{i}.estimand", a.estimand, estimands)
-            allowed = ("baseline", *self.design.strata, *self.data.participant_columns)
+            allowed = tuple(dict.fromkeys(("baseline", *self.design.strata,
+                                           *self.data.participant_columns)))
             for cov in a.covariates:
                 if cov not in allowed:
                     raise _ref(f"analyses.{i}.covariates", cov, allowed)
@@ -462,8 +466,28 @@ def _first_error(exc: ValidationError) -> str:
             lines.append(msg)
         else:
             lines.append(f"{loc}: {msg}" if loc else msg)
-    extra = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
-    return lines[0] + extra
+    # Only the first: pydantic adds follow-on errors (e.g. a tuple's length after a bad item)
+    # that would make a count misleading.
+    return lines[0]
+
+
+class _DuplicateKeyError(Exception):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: with plain YAML the last one
+    silently wins, which could change a locked rule unnoticed."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise _DuplicateKeyError(
+                    f"line {key_node.start_mark.line + 1}: key {key!r} is given twice")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_protocol(path: str | Path) -> Protocol:
@@ -474,7 +498,9 @@ def load_protocol(path: str | Path) -> Protocol:
     except OSError as exc:
         raise ProtocolError(f"{path}: cannot read protocol ({exc.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKeyError as exc:
+        raise ProtocolError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
