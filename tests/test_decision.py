@@ -27,9 +27,9 @@ def _freq(analysis="primary_ancova", est=-2.8, lo=-3.7, hi=-1.9, p=1e-9, estiman
 
 
 def _bayes(prob=0.999, reliable=True, est=-2.8):
+    probs = (PosteriorProbability("<", 0.0, prob),)
     return Estimate("primary", "primary_bayes", "bayesian", "ancova", est, 0.44, est - 0.9,
-                    est + 0.9, 0.95, posterior_probabilities=(PosteriorProbability("<", 0.0, prob),),
-                    reliable=reliable)
+                    est + 0.9, 0.95, posterior_probabilities=probs, reliable=reliable)
 
 
 def _safety(lo=-0.2, hi=0.01):
