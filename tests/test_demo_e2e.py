@@ -112,3 +112,20 @@ def test_demo_is_deterministic(demo_run, tmp_path):
         first = (demo_run.run.run_dir / name).read_bytes()
         assert (again.run.run_dir / name).read_bytes() == first, name
     assert again.data.read_bytes() == demo_run.data.read_bytes()
+
+
+def test_brief_renders_when_safety_cells_are_suppressed(demo_run, tmp_path):
+    from reports.render import render_report
+
+    run_dir = demo_run.run.run_dir
+    results = json.loads((run_dir / "results.json").read_text())
+    flag = results["safety"]["red_flags"][0]
+    flag["by_arm"]["ai_cbt"]["participants_flagged"] = "<5"
+    flag["estimate"].update(estimate=None, ci_lower=None, ci_upper=None, std_error=None,
+                            suppressed=True)
+    flag["estimate"]["details"]["proportions"] = {"ai_cbt": None, "usual_care": None}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    (tmp_path / "decision.json").write_bytes((run_dir / "decision.json").read_bytes())
+    html = render_report(tmp_path, "brief").html.read_text()
+    assert "withheld, because a count is below 5" in html
+    assert "&lt;5" in html
