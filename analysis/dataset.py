@@ -18,7 +18,7 @@ class VisitEstimandSpec:
 
     outcome: str
     visit: int
-    baseline_visit: int
+    baseline_visit: int | None
     measure: str  # "score" or "change"
     arm: str
     comparator: str
@@ -37,7 +37,10 @@ def visit_frame(
     """
     s = scores[scores[spec.arm_column].isin([spec.arm, spec.comparator])]
     p = spec.participant
-    base = s.loc[s[spec.visit_column] == spec.baseline_visit].set_index(p)[spec.outcome]
+    if spec.baseline_visit is None:
+        base = pd.Series(float("nan"), index=s[p].unique(), dtype=float)
+    else:
+        base = s.loc[s[spec.visit_column] == spec.baseline_visit].set_index(p)[spec.outcome]
     at = s.loc[s[spec.visit_column] == spec.visit].set_index(p)[spec.outcome]
     extra = [c for c in covariates if c != "baseline"]
     people = s.groupby(p, sort=False)[[spec.arm_column, *extra]].first()

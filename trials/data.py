@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from outcomes.instruments import get_instrument
 from trials.errors import DataError
 from trials.io import sha256_file
 from trials.protocol import Protocol
@@ -36,7 +35,7 @@ class Intake:
 
 def item_columns(protocol: Protocol, outcome_id: str) -> list[str]:
     outcome = protocol.outcome(outcome_id)
-    n = get_instrument(outcome.instrument).n_items
+    n = protocol.instrument(outcome.id).n_items
     return [protocol.data.item_pattern.format(outcome=outcome_id, item=i) for i in range(1, n + 1)]
 
 
@@ -196,7 +195,7 @@ def _check_participant_constants(data: pd.DataFrame, protocol: Protocol,
 def _check_items(data: pd.DataFrame, protocol: Protocol, outcome_id: str,
                  missing: set[str]) -> list[str]:
     outcome = protocol.outcome(outcome_id)
-    inst = get_instrument(outcome.instrument)
+    inst = protocol.instrument(outcome.id)
     visit = pd.to_numeric(data[protocol.data.visit], errors="coerce")
     all_visits = {v for o in protocol.outcomes for v in o.visits}
     # Rows with an unknown visit are reported once, as such, not once per item.

@@ -16,9 +16,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from outcomes.instruments import get_instrument
+from outcomes.instruments import INSTRUMENTS, Instrument, get_instrument, instrument_from_dict
 from trials.errors import ProtocolError
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$", max_length=64)]
@@ -94,6 +102,10 @@ class DataColumns(_Spec):
     participant_columns: tuple[str, ...] = Field(
         (), description="Participant-level columns (demographics) that must be constant per ID."
     )
+    completed_at: str | None = Field(
+        None, description="Column with the date-time a visit's questionnaires were completed "
+        "(needed to time escalations of red flags)."
+    )
 
     @field_validator("item_pattern")
     @classmethod
@@ -108,13 +120,16 @@ class DataColumns(_Spec):
 
 class Outcome(_Spec):
     id: Identifier
-    instrument: Literal["PHQ-9", "GAD-7"]
+    instrument: str = Field(description="A library instrument or one declared under "
+                            "`instruments`.")
     visits: tuple[int, ...] = Field(min_length=1)
-    baseline_visit: int
+    baseline_visit: int | None = Field(
+        None, description="Visit of the pre-randomisation measurement; none for measures taken "
+        "only after treatment (satisfaction, usability).")
 
     @model_validator(mode="after")
     def _check(self) -> Outcome:
-        if self.baseline_visit not in self.visits:
+        if self.baseline_visit is not None and self.baseline_visit not in self.visits:
             raise ValueError(f"baseline_visit {self.baseline_visit} is not one of visits")
         if list(self.visits) != sorted(set(self.visits)):
             raise ValueError("visits must be increasing and unique")
@@ -237,8 +252,82 @@ class RedFlag(_Spec):
     window: Literal["post_baseline", "any"] = "post_baseline"
 
 
+class EscalationLog(_Spec):
+    """Every red flag must be escalated to a clinician; the log records when contact was made."""
+
+    limit_hours: float = Field(24.0, gt=0, allow_inf_nan=False)
+    required: bool = True
+    participant: str = "participant_id"
+    visit: str = "visit"
+    contact_time: str = "contact_time"
+    outcome: str = "outcome"
+
+
+class AdverseEventLog(_Spec):
+    required: bool = True
+    participant: str = "participant_id"
+    term: str = "term"
+    serious: str = "serious"
+    interval_level: float = Field(0.95, gt=0, lt=1)
+
+
 class Safety(_Spec):
     red_flags: tuple[RedFlag, ...] = ()
+    escalation: EscalationLog | None = None
+    adverse_events: AdverseEventLog | None = None
+
+    def measure_ids(self) -> set[str]:
+        """Ids a harm criterion may name under ``safety``."""
+        ids = {f.id for f in self.red_flags}
+        if self.escalation is not None:
+            ids |= {"missed_escalations", "escalation_within_limit"}
+        if self.adverse_events is not None:
+            ids |= {"ae_any", "sae_any"}
+        return ids
+
+
+# --------------------------------------------------------------------------- engagement
+
+
+class Engagement(_Spec):
+    """Use of the intervention (dose) and the AI model version, from a session log."""
+
+    required: bool = True
+    participant: str = "participant_id"
+    session_start: str = "session_start"
+    duration_minutes: str | None = "duration_minutes"
+    ai_version: str | None = "ai_version"
+    failed: str | None = "failed"
+
+
+# --------------------------------------------------------------------------- responders
+
+
+class ResponderKind(StrEnum):
+    response = "response"
+    remission = "remission"
+    caseness = "caseness"
+    reliable_improvement = "reliable_improvement"
+    reliable_deterioration = "reliable_deterioration"
+    recovery = "recovery"
+    reliable_recovery = "reliable_recovery"
+    mcid = "mcid"
+
+
+class Responder(_Spec):
+    """A clinical change definition, reported by arm with a risk difference."""
+
+    id: Identifier
+    label: str = ""
+    kind: ResponderKind
+    outcome: Identifier
+    paired_outcome: Identifier | None = Field(
+        None, description="Second measure for recovery / reliable recovery (e.g. GAD-7).")
+    visit: int
+    threshold: Finite | None = Field(None, description="Remission or caseness cut-off; "
+                                     "defaults to the instrument's.")
+    mcid: Finite | None = Field(None, gt=0)
+    fraction: float = Field(0.5, gt=0, lt=1, description="Reduction that counts as response.")
 
 
 # --------------------------------------------------------------------------- privacy
@@ -296,6 +385,7 @@ class Criterion(_Spec):
     label: str = ""
     analysis: Identifier | None = None
     safety: Identifier | None = None
+    responder: Identifier | None = None
     statistic: Statistic
     comparator: Comparator
     threshold: Finite
@@ -304,14 +394,14 @@ class Criterion(_Spec):
 
     @model_validator(mode="after")
     def _check(self) -> Criterion:
-        if (self.analysis is None) == (self.safety is None):
-            raise ValueError("name exactly one of analysis or safety")
+        if sum(x is not None for x in (self.analysis, self.safety, self.responder)) != 1:
+            raise ValueError("name exactly one of analysis, safety or responder")
         if self.statistic == Statistic.posterior_probability and self.probability is None:
             raise ValueError("statistic posterior_probability needs probability")
         if self.statistic != Statistic.posterior_probability and self.probability is not None:
             raise ValueError("probability applies only to statistic posterior_probability")
-        if self.safety is not None and self.statistic == Statistic.posterior_probability:
-            raise ValueError("safety measures have no posterior_probability")
+        if self.analysis is None and self.statistic == Statistic.posterior_probability:
+            raise ValueError("only bayesian analyses have a posterior_probability")
         return self
 
 
@@ -343,10 +433,15 @@ class Protocol(_Spec):
     estimands: tuple[Estimand, ...] = Field(min_length=1)
     analyses: tuple[Analysis, ...] = Field(min_length=1)
     subgroups: tuple[str, ...] = ()
+    instruments: tuple[dict[str, Any], ...] = Field(
+        (), description="User-defined instruments, in the library's format.")
+    responders: tuple[Responder, ...] = ()
+    engagement: Engagement | None = None
     safety: Safety = Safety()
     privacy: Privacy = Privacy()
     criteria: tuple[Criterion, ...] = Field(min_length=1)
     decision: DecisionRules = DecisionRules()
+    _declared: dict[str, Instrument] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _cross_references(self) -> Protocol:
@@ -354,8 +449,21 @@ class Protocol(_Spec):
         outcomes = {o.id: o for o in self.outcomes}
         estimands = {e.id: e for e in self.estimands}
         analyses = {a.id: a for a in self.analyses}
-        flags = {f.id for f in self.safety.red_flags}
+        flags = self.safety.measure_ids()
         looks = {lk.id for lk in self.design.looks}
+        declared = {}
+        for i, d in enumerate(self.instruments):
+            try:
+                inst = instrument_from_dict(d, f"instruments.{i}")
+            except ValueError as exc:
+                raise ValueError(str(exc)) from None
+            declared[inst.name] = inst
+        for i, o in enumerate(self.outcomes):
+            if o.instrument not in declared and o.instrument not in INSTRUMENTS:
+                raise ValueError(f"outcomes.{i}.instrument: {o.instrument!r} is neither a library "
+                                 f"instrument ({', '.join(sorted(INSTRUMENTS))}) nor declared "
+                                 "under instruments")
+        self._declared = declared
         _unique("outcomes", [o.id for o in self.outcomes], len(self.outcomes))
         _unique("estimands", [e.id for e in self.estimands], len(self.estimands))
         _unique("analyses", [a.id for a in self.analyses], len(self.analyses))
@@ -376,6 +484,13 @@ class Protocol(_Spec):
         for i, a in enumerate(self.analyses):
             if a.estimand not in estimands:
                 raise _ref(f"analyses.{i}.estimand", a.estimand, estimands)
+            est_outcome = outcomes[estimands[a.estimand].variable.outcome]
+            needs_baseline = ("baseline" in a.covariates
+                              or estimands[a.estimand].variable.measure == "change")
+            if needs_baseline and est_outcome.baseline_visit is None:
+                raise ValueError(f"analyses.{i}.covariates: outcome {est_outcome.id!r} has no "
+                                 "baseline_visit, so 'baseline' (or a change score) is not "
+                                 "available")
             allowed = tuple(dict.fromkeys(("baseline", *self.design.strata,
                                            *self.data.participant_columns)))
             for cov in a.covariates:
@@ -386,18 +501,36 @@ class Protocol(_Spec):
         for i, f in enumerate(self.safety.red_flags):
             if f.outcome not in outcomes:
                 raise _ref(f"safety.red_flags.{i}.outcome", f.outcome, outcomes)
-            inst = get_instrument(outcomes[f.outcome].instrument)
+            inst = self.instrument(f.outcome)
             if f.item > inst.n_items:
                 raise ValueError(f"safety.red_flags.{i}.item: {f.item} but {inst.name} has "
                                  f"{inst.n_items} items")
             if not inst.item_min <= f.at_least <= inst.item_max:
                 raise ValueError(f"safety.red_flags.{i}.at_least: {f.at_least} outside the "
                                  f"{inst.name} item range {inst.item_min}..{inst.item_max}")
+        responders = {r.id for r in self.responders}
+        _unique("responders", [r.id for r in self.responders], len(self.responders))
+        for i, r in enumerate(self.responders):
+            for fld in ("outcome", "paired_outcome"):
+                value = getattr(r, fld)
+                if value is None:
+                    continue
+                if value not in outcomes:
+                    raise _ref(f"responders.{i}.{fld}", value, outcomes)
+                if r.visit not in outcomes[value].visits:
+                    raise _ref(f"responders.{i}.visit", r.visit, outcomes[value].visits)
+            if r.kind == ResponderKind.mcid and r.mcid is None:
+                raise ValueError(f"responders.{i}.mcid: kind mcid needs mcid")
+        if self.safety.escalation is not None and self.data.completed_at is None:
+            raise ValueError("data.completed_at: safety.escalation needs the column with the "
+                             "time each questionnaire was completed")
         for i, c in enumerate(self.criteria):
             if c.analysis is not None and c.analysis not in analyses:
                 raise _ref(f"criteria.{i}.analysis", c.analysis, analyses)
             if c.safety is not None and c.safety not in flags:
                 raise _ref(f"criteria.{i}.safety", c.safety, flags)
+            if c.responder is not None and c.responder not in responders:
+                raise _ref(f"criteria.{i}.responder", c.responder, responders)
             if c.look is not None and c.look not in looks:
                 raise _ref(f"criteria.{i}.look", c.look, looks)
             if c.analysis is not None:
@@ -414,6 +547,11 @@ class Protocol(_Spec):
         return self
 
     # ------------------------------------------------------------------ lookups
+    def instrument(self, outcome_id: str) -> Instrument:
+        """The instrument definition of an outcome (declared ones first, then the library)."""
+        name = self.outcome(outcome_id).instrument
+        return self._declared[name] if name in self._declared else get_instrument(name)
+
     def outcome(self, outcome_id: str) -> Outcome:
         return next(o for o in self.outcomes if o.id == outcome_id)
 

@@ -108,8 +108,101 @@ def simulate_demo(n: int = 400, seed: int = 20261127) -> pd.DataFrame:
     for i in np.flatnonzero(many):
         data.loc[i, list(rng.choice(phq_cols, size=4, replace=False))] = np.nan
     data = data.sort_values(["participant_id", "week"], kind="stable").reset_index(drop=True)
-    item_cols = phq_cols + [f"gad7_{j}" for j in range(1, 8)]
+    extra = np.random.default_rng(seed + 2)  # a separate stream: earlier columns stay as they were
+    data["completed_at"] = _completion_times(data, extra)
+    data = _add_experience_measures(data, extra)
+    item_cols = (phq_cols + [f"gad7_{j}" for j in range(1, 8)]
+                 + [f"csq8_{j}" for j in range(1, 9)] + [f"sus_{j}" for j in range(1, 11)])
     data[item_cols] = data[item_cols].astype("Int64")
-    order = ["participant_id", "arm", "week", "practice", "severity_stratum", "age_group",
-             "gender", "ethnicity", "imd_quintile", *item_cols]
+    order = ["participant_id", "arm", "week", "completed_at", "practice", "severity_stratum",
+             "age_group", "gender", "ethnicity", "imd_quintile", *item_cols]
     return data[order]
+
+
+def _completion_times(data: pd.DataFrame, rng: np.random.Generator) -> pd.Series:
+    """Enrolment spread over January to June 2026; each visit about ``week`` weeks later."""
+    ids = data["participant_id"].unique()
+    start = pd.Timestamp("2026-01-05 09:00")
+    enrol = dict(zip(ids, start + pd.to_timedelta(rng.integers(0, 176, len(ids)), unit="D"),
+                     strict=True))
+    jitter = pd.to_timedelta(rng.integers(0, 11 * 60, len(data)), unit="min")
+    delay = pd.to_timedelta(data["week"] * 7 + rng.integers(0, 4, len(data)) * (data["week"] > 0),
+                            unit="D")
+    when = data["participant_id"].map(enrol) + delay + jitter
+    return when.dt.strftime("%Y-%m-%dT%H:%M")
+
+
+def _add_experience_measures(data: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """CSQ-8 (satisfaction, both arms) and SUS (usability, companion arm) at week 12."""
+    data = data.copy()
+    at12 = (data["week"] == 12).to_numpy()
+    ai = (data["arm"] == "ai_cbt").to_numpy()
+    n = len(data)
+    satisfaction = rng.normal(0.35 * ai, 0.8, size=n)
+    for j in range(1, 9):
+        level = np.clip(np.round(2.9 + satisfaction + rng.normal(0, 0.5, n)), 1, 4)
+        data[f"csq8_{j}"] = np.where(at12, level, np.nan)
+    usability = rng.normal(0, 0.7, size=n)
+    for j in range(1, 11):
+        positive = j % 2 == 1  # SUS odd items are positively worded
+        centre = 3.9 if positive else 2.0
+        sign = 1 if positive else -1
+        level = np.clip(np.round(centre + sign * usability + rng.normal(0, 0.6, n)), 1, 5)
+        data[f"sus_{j}"] = np.where(at12 & ai, level, np.nan)
+    return data
+
+
+def simulate_demo_logs(data: pd.DataFrame, seed: int = 20261127) -> dict[str, pd.DataFrame]:
+    """Escalation, engagement and adverse-event logs consistent with the visit data.
+
+    * escalations: every PHQ-9 item-9 flag at any visit; clinician contact after a lognormal
+      delay (median about 5 hours), a few late and two with no contact recorded;
+    * engagement: companion sessions (more for people who improved: dose is confounded, as in
+      real use), the AI model version in use (companion-1.4 until 2026-04-01, then 1.5), and
+      failed sessions;
+    * adverse events: any arm, about 12% of participants, some serious.
+    """
+    rng = np.random.default_rng(seed + 3)
+    flagged = data[data["phq9_9"].fillna(0) >= 1]
+    done = pd.to_datetime(flagged["completed_at"])
+    delay_h = np.exp(rng.normal(np.log(5), 0.8, len(flagged)))
+    contact = (done + pd.to_timedelta(np.round(delay_h * 60), unit="min"))
+    contact_txt = contact.dt.strftime("%Y-%m-%dT%H:%M").to_numpy(dtype=object)
+    if len(contact_txt) > 10:
+        contact_txt[rng.choice(len(contact_txt), 2, replace=False)] = None
+    outcome = rng.choice(["safety plan reviewed", "GP follow-up booked", "urgent referral",
+                          "no further action"], size=len(flagged), p=[0.55, 0.3, 0.05, 0.1])
+    escalations = pd.DataFrame({
+        "participant_id": flagged["participant_id"].to_numpy(),
+        "week": flagged["week"].to_numpy(), "contact_time": contact_txt, "outcome": outcome,
+    })
+    people = data.groupby("participant_id", sort=True).agg(
+        arm=("arm", "first"), start=("completed_at", "first"))
+    phq = data.assign(total=data[[f"phq9_{j}" for j in range(1, 10)]].sum(axis=1, min_count=9))
+    wide = phq.pivot_table(index="participant_id", columns="week", values="total")
+    improvement = (wide[0] - wide.get(12, wide[0])).reindex(people.index).fillna(0)
+    rows = []
+    for pid, person in people[people["arm"] == "ai_cbt"].iterrows():
+        rate = np.exp(np.log(12) + 0.08 * (improvement[pid] - 3.5))
+        n_sessions = int(rng.poisson(max(rate, 0.5)))
+        start = pd.Timestamp(person["start"])
+        offsets = np.sort(rng.uniform(0, 84, n_sessions))
+        for k, off in enumerate(offsets, 1):
+            when = start + pd.Timedelta(days=float(off))
+            version = "companion-1.4" if when < pd.Timestamp("2026-04-01") else "companion-1.5"
+            failed = bool(rng.random() < (0.05 if version == "companion-1.4" else 0.02))
+            rows.append({"participant_id": pid, "session": k,
+                         "session_start": when.strftime("%Y-%m-%dT%H:%M"),
+                         "duration_minutes": 0 if failed else int(rng.gamma(4, 5)),
+                         "ai_version": version, "failed": failed})
+    engagement = pd.DataFrame(rows, columns=["participant_id", "session", "session_start",
+                                             "duration_minutes", "ai_version", "failed"])
+    ae_people = people.index[rng.random(len(people)) < 0.12]
+    terms = ["headache", "sleep disturbance", "worsening low mood", "anxiety",
+             "hospital admission (unrelated to study)"]
+    ae_terms = rng.choice(terms, size=len(ae_people), p=[0.3, 0.25, 0.2, 0.17, 0.08])
+    adverse = pd.DataFrame({
+        "participant_id": ae_people, "term": ae_terms,
+        "serious": [t.startswith("hospital") for t in ae_terms],
+    })
+    return {"escalations": escalations, "engagement": engagement, "adverse_events": adverse}

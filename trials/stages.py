@@ -1,0 +1,141 @@
+"""Pipeline stages from validated data to estimates: scoring, analysis datasets and fits, safety.
+
+This is the one place that turns protocol sections into the specification objects of
+``analysis`` and ``outcomes``; those packages never read the protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import arviz as az
+import pandas as pd
+
+from analysis.ancova import AncovaSpec, fit_ancova
+from analysis.bayes_ancova import (
+    BayesAncovaSpec,
+    DiagnosticsGate,
+    Prior,
+    SamplerSettings,
+    fit_bayes_ancova,
+)
+from analysis.dataset import VisitEstimandSpec, visit_frame
+from analysis.estimate import Estimate
+from analysis.proportions import risk_difference
+from outcomes.safety import participant_flags, red_flag_visits
+from outcomes.scoring import score_instrument
+from trials.data import item_columns
+from trials.protocol import Analysis, Protocol
+
+# --------------------------------------------------------------------------- scoring
+
+
+def score_outcomes(protocol: Protocol, intake_frame: pd.DataFrame) -> pd.DataFrame:
+    """Tidy scored data: ``participant, arm, visit``, participant-level columns, and per outcome
+    ``<id>`` (total), ``<id>_band``, ``<id>_n_missing``, ``<id>_prorated``; per red flag
+    ``flag_<id>`` (True / False / <NA> when the item was not answered)."""
+    cols = protocol.data
+    out = intake_frame.rename(
+        columns={cols.participant: "participant", cols.arm: "arm", cols.visit: "visit"}
+    )
+    keep = ["participant", "arm", "visit"]
+    keep += [c for c in out.columns if c in (*protocol.design.strata, *cols.participant_columns)]
+    scored = out[keep].copy()
+    for outcome in protocol.outcomes:
+        inst = protocol.instrument(outcome.id)
+        items = out[item_columns(protocol, outcome.id)]
+        s = score_instrument(items, inst)
+        scheduled = out["visit"].isin(outcome.visits)
+        scored[outcome.id] = s["total"].where(scheduled)
+        scored[f"{outcome.id}_band"] = s["band"].where(scheduled)
+        scored[f"{outcome.id}_n_missing"] = s["n_missing"].where(scheduled)
+        scored[f"{outcome.id}_prorated"] = s["prorated"] & scheduled
+    for flag in protocol.safety.red_flags:
+        column = item_columns(protocol, flag.outcome)[flag.item - 1]
+        scored[f"flag_{flag.id}"] = red_flag_visits(out[column], flag.at_least)
+    return scored
+
+
+# --------------------------------------------------------------------------- analyses
+
+
+def _visit_spec(protocol: Protocol, analysis: Analysis) -> VisitEstimandSpec:
+    est = protocol.estimand(analysis.estimand)
+    outcome = protocol.outcome(est.variable.outcome)
+    return VisitEstimandSpec(
+        outcome=outcome.id, visit=est.variable.visit, baseline_visit=outcome.baseline_visit,
+        measure=est.variable.measure, arm=est.treatment.arm, comparator=est.treatment.comparator,
+    )
+
+
+def analysis_frame(protocol: Protocol, scored: pd.DataFrame, analysis_id: str) -> pd.DataFrame:
+    """The one-row-per-participant frame an analysis is fitted to."""
+    analysis = protocol.analysis(analysis_id)
+    return visit_frame(scored, _visit_spec(protocol, analysis), analysis.covariates)
+
+
+def bayes_spec(protocol: Protocol, analysis: Analysis) -> BayesAncovaSpec:
+    assert analysis.prior is not None
+    p = analysis.prior
+    s = analysis.sampler
+    g = analysis.diagnostics
+    wanted = sorted({(c.comparator.value, c.threshold) for c in protocol.criteria
+                     if c.analysis == analysis.id and c.probability is not None})
+    return BayesAncovaSpec(
+        estimand=analysis.estimand, analysis=analysis.id, covariates=analysis.covariates,
+        interval_level=analysis.interval_level,
+        prior=Prior(p.treatment_effect.mean, p.treatment_effect.sd, p.coefficients.mean,
+                    p.coefficients.sd, p.intercept.mean, p.intercept.sd, p.residual_sd.sd),
+        sampler=SamplerSettings(**s.model_dump()) if s else SamplerSettings(),
+        gate=DiagnosticsGate(**g.model_dump()) if g else DiagnosticsGate(),
+        probabilities=tuple(wanted),
+    )
+
+
+@dataclass(frozen=True)
+class Fits:
+    estimates: dict[str, Estimate]
+    posteriors: dict[str, az.InferenceData] = field(default_factory=dict)
+
+
+def fit_analyses(protocol: Protocol, scored: pd.DataFrame) -> Fits:
+    """Fit every pre-specified analysis; the key is the analysis id."""
+    estimates: dict[str, Estimate] = {}
+    posteriors: dict[str, az.InferenceData] = {}
+    for analysis in protocol.analyses:
+        frame = analysis_frame(protocol, scored, analysis.id)
+        if analysis.engine == "frequentist":
+            estimates[analysis.id] = fit_ancova(
+                frame, AncovaSpec(analysis.estimand, analysis.id, analysis.covariates,
+                                  analysis.interval_level))
+        else:
+            result = fit_bayes_ancova(frame, bayes_spec(protocol, analysis))
+            estimates[analysis.id] = result.estimate
+            posteriors[analysis.id] = result.idata
+    return Fits(estimates, posteriors)
+
+
+# --------------------------------------------------------------------------- safety
+
+
+def safety_estimates(protocol: Protocol, scored: pd.DataFrame,
+                     level: float = 0.95) -> dict[str, Estimate]:
+    """Per red flag: difference in the share of participants flagged in the window,
+    experimental minus control (Newcombe interval; Fisher's exact p)."""
+    out: dict[str, Estimate] = {}
+    control = protocol.design.control_arm.id
+    experimental = [a.id for a in protocol.design.arms if not a.control][0]
+    for flag in protocol.safety.red_flags:
+        baseline = protocol.outcome(flag.outcome).baseline_visit
+        window = scored if flag.window == "any" else scored[scored["visit"] != baseline]
+        per = participant_flags(window, "participant", f"flag_{flag.id}")
+        arms = scored.groupby("participant", sort=True)["arm"].first()
+        per = per.join(arms)
+        per = per[per["assessed"]]
+        x1 = int(per.loc[per["arm"] == experimental, "flagged"].sum())
+        n1 = int((per["arm"] == experimental).sum())
+        x0 = int(per.loc[per["arm"] == control, "flagged"].sum())
+        n0 = int((per["arm"] == control).sum())
+        out[flag.id] = risk_difference(x1, n1, x0, n0, level=level, estimand=flag.id,
+                                       analysis=flag.id, arms=(experimental, control))
+    return out
