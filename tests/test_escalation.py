@@ -10,13 +10,9 @@ import math
 import pandas as pd
 import pytest
 
+from analysis.escalation import escalation_estimates, escalation_summary
 from analysis.proportions import wilson_interval
-from outcomes.escalation import (
-    EscalationMatch,
-    escalation_estimates,
-    escalation_summary,
-    match_escalations,
-)
+from outcomes.escalation import EscalationMatch, match_escalations
 from trials.decision import evaluate_criterion
 from trials.io import canonical_json
 from trials.protocol import Criterion
