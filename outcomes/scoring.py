@@ -51,10 +51,7 @@ def score_instrument(items: pd.DataFrame, instrument: Instrument) -> pd.DataFram
     if items.shape[1] != inst.n_items:
         raise ValueError(f"{inst.name}: expected {inst.n_items} item columns, "
                          f"got {items.shape[1]}")
-    x = _item_values(items, inst)  # a new array: the caller's frame stays as it was
-    if inst.reverse_items:
-        cols = [i - 1 for i in inst.reverse_items]
-        x[:, cols] = inst.item_min + inst.item_max - x[:, cols]
+    x = keyed_items(items, inst).to_numpy()  # a new array: the caller's frame stays as it was
 
     missing = np.isnan(x)
     n_missing = missing.sum(axis=1)
@@ -95,6 +92,16 @@ def score_instrument(items: pd.DataFrame, instrument: Instrument) -> pd.DataFram
         },
         index=items.index,
     )
+
+
+def keyed_items(items: pd.DataFrame, instrument: Instrument) -> pd.DataFrame:
+    """Item responses with reverse-keyed items turned round (``item_min + item_max - x``), so
+    that every item points the same way: the input to reliability statistics."""
+    x = _item_values(items, instrument)
+    if instrument.reverse_items:
+        cols = [i - 1 for i in instrument.reverse_items]
+        x[:, cols] = instrument.item_min + instrument.item_max - x[:, cols]
+    return pd.DataFrame(x, index=items.index, columns=items.columns)
 
 
 def _item_values(items: pd.DataFrame, inst: Instrument) -> np.ndarray:

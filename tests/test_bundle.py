@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from trials.bundle import MANIFEST, build_bundle, read_members, verify_bundle
 from trials.cli import app
+from trials.demo import demo_logs
 from trials.errors import BundleError
 
 runner = CliRunner()
@@ -72,7 +73,7 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> RealRun:
         mp.setattr(trials.pipeline, "fit_analyses", recording_fit)
         protocol, data = write_demo_study(base / "study", n=60, seed=7)
         lock_protocol(protocol)
-        result = trials.pipeline.run_study(protocol, [data], base / "run")
+        result = trials.pipeline.run_study(protocol, [data], base / "run", logs=demo_logs(data))
     assert result.bundle is not None
     return RealRun(base, protocol, data, result.run_dir, result.bundle, fitted[0])
 
@@ -524,7 +525,7 @@ def test_failed_run_leaves_earlier_run_unchanged_and_no_staging(
     # other stage runs for real and the failure comes inside the staging folder.
     monkeypatch.setattr(trials.pipeline, "fit_analyses", lambda *a, **k: real_run.fits)
     with pytest.raises(RuntimeError, match="renderer crashed"):
-        trials.pipeline.run_study(protocol, [data], run_dir)
+        trials.pipeline.run_study(protocol, [data], run_dir, logs=demo_logs(data))
 
     assert _hashes(run_dir) == before
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(f".{run_dir.name}")]

@@ -17,6 +17,14 @@ from trials.cli import app
 TRIALS = Path(sys.executable).with_name("trials")
 
 
+
+def _logs(data):
+    """The demo's escalation, engagement and adverse-event logs as `trials run` options."""
+    from trials.demo import demo_logs
+
+    return [arg for kind, path in demo_logs(data).items()
+            for arg in (f"--{kind.replace('_', '-')}", path)]
+
 def _trials(*args: object) -> Result:
     return CliRunner().invoke(app, [str(a) for a in args])
 
@@ -149,7 +157,7 @@ def test_run_unlocked_protocol_is_refused_and_writes_nothing(small_study, tmp_pa
     protocol, data = small_study
     out = tmp_path / "run"
 
-    result = _trials("run", protocol, "--data", data, "--out", out)
+    result = _trials("run", protocol, "--data", data, *_logs(data), "--out", out)
 
     _assert_error(result, f"{protocol}: not locked")
     assert not out.exists()
@@ -159,7 +167,7 @@ def test_run_edited_after_lock_is_refused(edited_after_lock, tmp_path):
     protocol, data = edited_after_lock
     out = tmp_path / "run"
 
-    result = _trials("run", protocol, "--data", data, "--out", out)
+    result = _trials("run", protocol, "--data", data, *_logs(data), "--out", out)
 
     _assert_error(result, f"{protocol}: differs from its lock", "--exploratory")
 
@@ -169,7 +177,7 @@ def test_run_edited_after_lock_writes_nothing(edited_after_lock, tmp_path):
     out = tmp_path / "runs" / "run-1"
     audit_before = (protocol.parent / "audit.jsonl").read_bytes()
 
-    _trials("run", protocol, "--data", data, "--out", out)
+    _trials("run", protocol, "--data", data, *_logs(data), "--out", out)
 
     assert not out.exists()
     assert not out.parent.exists() or list(out.parent.iterdir()) == []  # no staging left over
@@ -184,7 +192,7 @@ def test_run_edited_after_lock_leaves_an_earlier_run_untouched(edited_after_lock
     (out / "decision.json").write_text('{"earlier": true}\n', encoding="utf-8")
     before = _tree(out)
 
-    result = _trials("run", protocol, "--data", data, "--out", out)
+    result = _trials("run", protocol, "--data", data, *_logs(data), "--out", out)
 
     _assert_error(result, "differs from its lock")
     assert _tree(out) == before
@@ -199,7 +207,7 @@ def test_run_out_on_the_study_folder_is_refused(small_study, where):
     out = study if where == "study" else study.parent
     before = _tree(study)
 
-    result = _trials("run", protocol, "--data", data, "--out", out)
+    result = _trials("run", protocol, "--data", data, *_logs(data), "--out", out)
 
     _assert_error(result, f"--out {out}: would replace the folder holding {protocol}")
     assert _tree(study) == before
@@ -214,7 +222,7 @@ def test_run_on_bad_data_exits_2_and_writes_nothing(small_study, tmp_path):
     text.to_csv(bad, index=False)
     out = tmp_path / "run"
 
-    result = _trials("run", protocol, "--data", bad, "--out", out)
+    result = _trials("run", protocol, "--data", bad, *_logs(data), "--out", out)
 
     _assert_error(result, "1 problem(s)", data_lines=1)
     assert result.stderr.splitlines()[1] == (
@@ -226,7 +234,7 @@ def test_run_unknown_look_is_one_line(small_study, tmp_path):
     protocol, data = small_study
     _lock(protocol)
 
-    result = _trials("run", protocol, "--data", data, "--out", tmp_path / "run",
+    result = _trials("run", protocol, "--data", data, *_logs(data), "--out", tmp_path / "run",
                      "--look", "interim")
 
     _assert_error(result, "design.looks has no look 'interim'")
@@ -236,7 +244,7 @@ def test_installed_command_reports_one_line_without_traceback(small_study, tmp_p
     protocol, data = small_study
     out = tmp_path / "run"
 
-    proc = subprocess.run([TRIALS, "run", protocol, "--data", data, "--out", out],
+    proc = subprocess.run([TRIALS, "run", protocol, "--data", data, *_logs(data), "--out", out],
                           capture_output=True, text=True, timeout=300, check=False)
 
     assert proc.returncode == 2, proc.stderr
@@ -262,7 +270,7 @@ def exploratory_run(tmp_path_factory) -> tuple[Result, Path]:
     _edit_value(protocol, "sampler: {draws: 1000, tune: 1000, chains: 4",
                 "sampler: {draws: 200, tune: 200, chains: 2")
     out = protocol.parent.parent / "run"
-    result = _trials("run", protocol, "--data", data, "--out", out, "--exploratory")
+    result = _trials("run", protocol, "--data", data, *_logs(data), "--out", out, "--exploratory")
     return result, out
 
 

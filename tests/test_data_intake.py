@@ -21,8 +21,9 @@ from trials.protocol import Protocol, load_protocol
 
 PARTICIPANT_LEVEL = ["practice", "severity_stratum", "age_group", "gender", "ethnicity",
                      "imd_quintile"]
-ITEMS = [f"phq9_{i}" for i in range(1, 10)] + [f"gad7_{i}" for i in range(1, 8)]
-COLUMNS = ["participant_id", "arm", "week", *PARTICIPANT_LEVEL, *ITEMS]
+ITEMS = ([f"phq9_{i}" for i in range(1, 10)] + [f"gad7_{i}" for i in range(1, 8)]
+         + [f"csq8_{i}" for i in range(1, 9)] + [f"sus_{i}" for i in range(1, 11)])
+COLUMNS = ["participant_id", "arm", "week", *PARTICIPANT_LEVEL, "completed_at", *ITEMS]
 
 
 @pytest.fixture

@@ -30,7 +30,9 @@ def test_demo_decision_is_go_for_its_seed(demo_run):
     d = read_json(demo_run.run.run_dir / "decision.json")
     assert d["outcome"] == "go" and d["label"] == "GO" and d["exploratory"] is False
     assert {c["id"] for c in d["criteria"]} == {"superiority", "bayes_benefit", "futility_cid",
-                                                "harm_worse", "harm_item9"}
+                                                "harm_worse", "harm_item9",
+                                                "harm_missed_escalation", "harm_slow_escalation",
+                                                "harm_serious_events"}
 
 
 def test_bayesian_estimate_agrees_with_frequentist_within_monte_carlo_error(demo_run):

@@ -98,11 +98,17 @@ def run(
     exploratory: bool = typer.Option(False, help="Run an unlocked or changed protocol; every "
                                      "output is stamped EXPLORATORY."),
     render: bool = typer.Option(True, help="Render the go/no-go brief."),
+    escalations: Path | None = typer.Option(None, help="Escalation log (red flag -> clinician)."),
+    engagement: Path | None = typer.Option(None, help="Session log: dose and AI version."),
+    adverse_events: Path | None = typer.Option(None, help="Adverse-event log."),
 ) -> None:
     """Run the locked PROTOCOL on the data: decision, report and bundle."""
     from trials.pipeline import run_study
 
-    res = run_study(protocol, data, out, look=look, exploratory=exploratory, render=render)
+    logs = {"escalations": escalations, "engagement": engagement,
+            "adverse_events": adverse_events}
+    res = run_study(protocol, data, out, look=look, exploratory=exploratory, render=render,
+                    logs=logs)
     typer.echo(f"decision: {res.decision.display_label}")
     if res.report:
         typer.echo(f"report:   {res.report}")

@@ -76,6 +76,11 @@ def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
     return out.astype("str")
 
 
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A table of text cells with its ``__source__`` and ``__row__`` bookkeeping dropped."""
+    return _read_one(Path(path)).drop(columns=[_SOURCE, _ROW])
+
+
 def _where(frame: pd.DataFrame, mask: pd.Series | np.ndarray) -> list[str]:
     sub = frame.loc[np.asarray(mask), [_SOURCE, _ROW]]
     return [f"{s}: row {r}" for s, r in zip(sub[_SOURCE], sub[_ROW], strict=True)]
@@ -118,6 +123,8 @@ def read_data(paths: Sequence[str | Path], protocol: Protocol) -> Intake:
         for p, f in zip(paths, frames, strict=True)
     )
     keep = [cols.participant, cols.arm, cols.visit, *_participant_level(protocol)]
+    if cols.completed_at:
+        keep.append(cols.completed_at)
     keep += [c for o in protocol.outcomes for c in item_columns(protocol, o.id)]
     clean = data[keep].sort_values([cols.participant, cols.visit], kind="stable")
     return Intake(clean.reset_index(drop=True), sources, tuple(sorted(dropped)))
@@ -132,6 +139,8 @@ def _participant_level(protocol: Protocol) -> list[str]:
 def _required_columns(protocol: Protocol) -> list[str]:
     cols = protocol.data
     req = [cols.participant, cols.arm, cols.visit, *_participant_level(protocol)]
+    if cols.completed_at:
+        req.append(cols.completed_at)
     for outcome in protocol.outcomes:
         req += item_columns(protocol, outcome.id)
     return req

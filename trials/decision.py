@@ -113,7 +113,7 @@ def _observed(c: Criterion, est: Estimate) -> float | None:
 
 
 def evaluate_criterion(c: Criterion, est: Estimate | None) -> CriterionResult:
-    source = c.analysis or c.safety or ""
+    source = c.analysis or c.safety or c.responder or ""
     base = dict(id=c.id, kind=c.kind.value, label=c.label, source=source,
                 statistic=c.statistic.value, comparator=c.comparator.value,
                 threshold=c.threshold, probability=c.probability)
@@ -157,14 +157,21 @@ def decide(
     safety: Mapping[str, Estimate],
     look: str | None = None,
     exploratory: bool = False,
+    responders: Mapping[str, Estimate] | None = None,
 ) -> Decision:
     """Evaluate the protocol's criteria at ``look`` (the final look by default)."""
     look = look or protocol.design.final_look
     final = look == protocol.design.final_look
-    results = tuple(
-        evaluate_criterion(c, estimates.get(c.analysis) if c.analysis else safety.get(c.safety))
-        for c in protocol.criteria_at(look)
-    )
+    responders = responders or {}
+
+    def target(c: Criterion) -> Estimate | None:
+        if c.analysis:
+            return estimates.get(c.analysis)
+        if c.safety:
+            return safety.get(c.safety)
+        return responders.get(c.responder or "")
+
+    results = tuple(evaluate_criterion(c, target(c)) for c in protocol.criteria_at(look))
     harm = [r for r in results if r.kind == "harm" and r.met]
     success = [r for r in results if r.kind == "success"]
     futility = [r for r in results if r.kind == "futility" and r.met and r.counts_toward_decision]

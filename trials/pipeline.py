@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import platform
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -21,10 +21,17 @@ from trials.audit import AuditLog, now
 from trials.data import read_data
 from trials.decision import Decision, decide
 from trials.errors import LockError, TrialsError
-from trials.io import canonical_json, sha256_bytes, staged_directory, write_json_atomic
+from trials.io import (
+    canonical_json,
+    sha256_bytes,
+    sha256_file,
+    staged_directory,
+    write_json_atomic,
+)
 from trials.lock import StudyFiles, check_lock, lock_anchors, read_lock
+from trials.measures import compute_measures, read_logs
 from trials.privacy import load_or_create_key, pseudonymise
-from trials.protocol import load_protocol
+from trials.protocol import Protocol, load_protocol
 from trials.stages import (
     Fits,
     analysis_frame,
@@ -70,12 +77,14 @@ def run_study(
     exploratory: bool = False,
     render: bool = True,
     bundle: bool = True,
+    logs: Mapping[str, str | Path | None] | None = None,
 ) -> RunResult:
     """Run the locked protocol on the data and write the run directory atomically.
 
     Raises :class:`~trials.errors.LockError` when the protocol differs from its lock (unless
     ``exploratory``), :class:`~trials.errors.DataError` listing every data problem; in both
-    cases nothing is written and an earlier run in ``out_dir`` is left as it was.
+    cases nothing is written and an earlier run in ``out_dir`` is left as it was. ``logs`` names
+    the escalation, engagement and adverse-event logs (keys of :data:`trials.measures.LOG_KINDS`).
     """
     from reports.render import render_report  # reports sit after the decision in the flow
     from trials.bundle import write_bundle
@@ -103,16 +112,25 @@ def run_study(
                                                    if files.lock.exists() else []))
     started = now()
     intake = read_data(data_paths, protocol)
-    audit.append("data_load", {"protocol_id": protocol.id, "files": list(intake.sources)})
+    log_paths = {k: v for k, v in (logs or {}).items() if v is not None}
+    log_frames = read_logs(log_paths, protocol)
+    log_sources = [{"log": k, "file": Path(v).name, "sha256": sha256_file(v)}
+                   for k, v in sorted(log_paths.items())]
+    audit.append("data_load", {"protocol_id": protocol.id, "files": list(intake.sources),
+                               "logs": log_sources})
     frame = intake.frame.copy()
     if protocol.privacy.pseudonymise_ids:
         key = load_or_create_key(files.protocol.parent)
         frame[protocol.data.participant] = pseudonymise(frame[protocol.data.participant], key)
+        log_frames = {k: _pseudonymise_log(protocol, k, f, key) for k, f in log_frames.items()}
     scored = score_outcomes(protocol, frame)
     fits = fit_analyses(protocol, scored)
-    safety = safety_estimates(protocol, scored)
-    decision = decide(protocol, fits.estimates, safety, look=look, exploratory=exploratory)
-    results = summarise(protocol, intake, scored, fits, safety, look, exploratory)
+    measures = compute_measures(protocol, frame, scored, log_frames)
+    safety = {**safety_estimates(protocol, scored), **measures.safety_estimates()}
+    decision = decide(protocol, fits.estimates, safety, look=look, exploratory=exploratory,
+                      responders=measures.responders)
+    results = summarise(protocol, intake, scored, fits, safety, look, exploratory, measures)
+    results["data"]["logs"] = log_sources
     results_text = canonical_json(results)
     decision_doc = {"protocol": results["protocol"], **decision.to_dict()}
     decision_text = canonical_json(decision_doc)
@@ -152,6 +170,16 @@ def run_study(
         report=(run_dir / report.html.name) if report else None,
         bundle=(run_dir / bundle_path.name) if bundle_path else None,
     )
+
+
+def _pseudonymise_log(protocol: Protocol, kind: str, frame: Any, key: bytes) -> Any:
+    cfg = {"escalations": protocol.safety.escalation,
+           "adverse_events": protocol.safety.adverse_events,
+           "engagement": protocol.engagement}[kind]
+    column = cfg.participant if cfg is not None else protocol.data.participant
+    if column in frame.columns:
+        frame = frame.assign(**{column: pseudonymise(frame[column], key)})
+    return frame
 
 
 def _save_posterior(idata: az.InferenceData, path: Path, *, keep_data: bool,

@@ -35,10 +35,11 @@ def score_outcomes(protocol: Protocol, intake_frame: pd.DataFrame) -> pd.DataFra
     ``<id>`` (total), ``<id>_band``, ``<id>_n_missing``, ``<id>_prorated``; per red flag
     ``flag_<id>`` (True / False / <NA> when the item was not answered)."""
     cols = protocol.data
-    out = intake_frame.rename(
-        columns={cols.participant: "participant", cols.arm: "arm", cols.visit: "visit"}
-    )
-    keep = ["participant", "arm", "visit"]
+    names = {cols.participant: "participant", cols.arm: "arm", cols.visit: "visit"}
+    if cols.completed_at:
+        names[cols.completed_at] = "completed_at"
+    out = intake_frame.rename(columns=names)
+    keep = ["participant", "arm", "visit"] + (["completed_at"] if cols.completed_at else [])
     keep += [c for c in out.columns if c in (*protocol.design.strata, *cols.participant_columns)]
     scored = out[keep].copy()
     for outcome in protocol.outcomes:

@@ -8,6 +8,7 @@ import pandas as pd
 
 from analysis.estimate import Estimate
 from trials.data import Intake
+from trials.measures import Measures, summarise_engagement
 from trials.privacy import suppress
 from trials.protocol import Protocol
 from trials.stages import Fits
@@ -20,7 +21,8 @@ def _cell(n: int, threshold: int) -> int | str:
 
 
 def summarise(protocol: Protocol, intake: Intake, scored: pd.DataFrame, fits: Fits,
-              safety: dict[str, Estimate], look: str, exploratory: bool) -> dict[str, Any]:
+              safety: dict[str, Estimate], look: str, exploratory: bool,
+              measures: Measures | None = None) -> dict[str, Any]:
     """The run's results as plain, deterministic data (no times, no participant IDs)."""
     k = protocol.privacy.small_cell_threshold
     arms = [a.id for a in protocol.design.arms]
@@ -95,6 +97,7 @@ def summarise(protocol: Protocol, intake: Intake, scored: pd.DataFrame, fits: Fi
         "safety": {"red_flags": red_flags},
         "fairness": fairness_panel(protocol, scored),
         "small_cell_threshold": k,
+        **measures_summary(protocol, measures or Measures(), k),
     }
 
 
@@ -144,3 +147,76 @@ def fairness_panel(protocol: Protocol, scored: pd.DataFrame) -> list[dict[str, A
                          "retention": float(r / n) if show_share else None,
                          "suppressed": not show_share, "too_small": n < k})
     return rows
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    if not isinstance(frame.index, pd.RangeIndex):
+        frame = frame.reset_index()
+    return [{str(k): v for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+def _share_or_none(x: int, n: int, k: int) -> float | None:
+    """A share that cannot be used to work back a small count (numerator or complement)."""
+    if n == 0 or 0 < x < k or 0 < n - x < k:
+        return None
+    return x / n
+
+
+def measures_summary(protocol: Protocol, m: Measures, k: int) -> dict[str, Any]:
+    """Responders, psychometrics, escalation, adverse events and engagement, as shared."""
+    out: dict[str, Any] = {}
+    by_id = {r.id: r for r in protocol.responders}
+    out["responders"] = [
+        {"id": rid, "label": by_id[rid].label, "kind": by_id[rid].kind.value,
+         "outcome": by_id[rid].outcome, "paired_outcome": by_id[rid].paired_outcome,
+         "visit": by_id[rid].visit, "estimate": _public_estimate(est, k)}
+        for rid, est in m.responders.items()
+    ]
+    out["psychometrics"] = {oid: _records(t) for oid, t in m.psychometrics.items()}
+    if m.escalation is not None:
+        counts = ["n_flags", "n_escalated", "n_contacted", "n_within_limit", "n_missed",
+                  "n_log_without_flag"]
+        rows = []
+        for row in _records(m.escalation.summary):
+            share = _share_or_none(int(row["n_within_limit"]), int(row["n_flags"]), k)
+            shown = {c: _cell(int(row[c]), k) for c in counts if c in row}
+            rows.append({
+                "group": row.get("index", row.get("arm")), **shown,
+                "share_within_limit": share,
+                "ci_lower": row["ci_lower"] if share is not None else None,
+                "ci_upper": row["ci_upper"] if share is not None else None,
+                "limit_hours": row["limit_hours"], "median_hours": row["median_hours"],
+                "q1_hours": row["q1_hours"], "q3_hours": row["q3_hours"],
+                "outcomes": {str(o): _cell(int(n), k)
+                             for o, n in sorted(row["outcome_counts"].items())},
+            })
+        out["escalation"] = {
+            "limit_hours": protocol.safety.escalation.limit_hours
+            if protocol.safety.escalation else None,
+            "summary": rows,
+            "log_entries_without_flag": _cell(m.escalation.unmatched, k),
+            "estimates": [_public_estimate(e, k) for e in m.escalation.estimates.values()],
+        }
+    if m.adverse_events is not None:
+        rows = []
+        for row in _records(m.adverse_events.by_arm):
+            x, n = int(row["participants_with_event"]), int(row["n"])
+            hidden = 0 < x < k
+            rows.append({"event_type": row["event_type"], "arm": row["arm"],
+                         "participants": _cell(n, k),
+                         "participants_with_event": _cell(x, k),
+                         "events": _cell(int(row["n_events"]), k),
+                         "proportion": None if hidden else row["proportion"],
+                         "ci_lower": None if hidden else row["ci_lower"],
+                         "ci_upper": None if hidden else row["ci_upper"]})
+        out["adverse_events"] = {
+            "by_arm": rows,
+            "estimates": [_public_estimate(e, k) for e in m.adverse_events.estimates.values()],
+        }
+    if m.engagement is not None:
+        out["engagement"] = {
+            **summarise_engagement(m.engagement, k),
+            "exploratory_estimates": [_shared_estimate(e, k)
+                                      for e in m.engagement.estimates.values()],
+        }
+    return out

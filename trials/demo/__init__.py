@@ -10,7 +10,7 @@ from trials.io import staged_directory
 from trials.lock import lock_protocol
 from trials.pipeline import RunResult, run_study
 
-from .simulate import simulate_demo
+from .simulate import simulate_demo, simulate_demo_logs
 
 
 def demo_protocol_text() -> str:
@@ -28,14 +28,28 @@ class DemoResult:
 def write_demo_study(
     study_dir: str | Path, n: int = 400, seed: int = 20261127
 ) -> tuple[Path, Path]:
-    """Write the demo protocol and its simulated data into ``study_dir`` (not locked)."""
+    """Write the demo protocol, its simulated visit data and its logs into ``study_dir``.
+
+    The protocol is not locked. Returns (protocol, visit data); the logs sit beside the data
+    (see :func:`demo_logs`).
+    """
     study = Path(study_dir)
     (study / "data").mkdir(parents=True, exist_ok=True)
     protocol = study / "protocol.yaml"
     protocol.write_text(demo_protocol_text(), encoding="utf-8")
     data = study / "data" / "demo.csv"
-    simulate_demo(n=n, seed=seed).to_csv(data, index=False)
+    visits = simulate_demo(n=n, seed=seed)
+    visits.to_csv(data, index=False)
+    for kind, frame in simulate_demo_logs(visits, seed=seed).items():
+        frame.to_csv(study / "data" / f"{kind}.csv", index=False)
     return protocol, data
+
+
+def demo_logs(data: str | Path) -> dict[str, Path]:
+    """The demo's escalation, engagement and adverse-event logs beside its visit data."""
+    folder = Path(data).parent
+    return {kind: folder / f"{kind}.csv" for kind in ("escalations", "engagement",
+                                                       "adverse_events")}
 
 
 def run_demo(out: str | Path, n: int = 400, seed: int = 20261127) -> DemoResult:
@@ -46,7 +60,7 @@ def run_demo(out: str | Path, n: int = 400, seed: int = 20261127) -> DemoResult:
     with staged_directory(out) as stage:
         protocol, data = write_demo_study(stage / "study", n=n, seed=seed)
         lock_protocol(protocol)
-        run_study(protocol, [data], stage / "run")
+        run_study(protocol, [data], stage / "run", logs=demo_logs(data))
     final = Path(out).resolve()
     run_dir = final / "run"
     from trials.decision import Decision

@@ -1,0 +1,368 @@
+"""Secondary measures of a run: responders, psychometrics, escalation timeliness, adverse events,
+engagement and the AI model version.
+
+Like :mod:`trials.stages`, each function turns a protocol section into plain arguments for
+``outcomes`` and ``analysis`` and returns plain objects; small cells are suppressed later, in
+:mod:`trials.summaries`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.ancova import AncovaSpec, fit_ancova
+from analysis.escalation import escalation_estimates, escalation_summary
+from analysis.estimate import Estimate
+from analysis.events import adverse_events
+from analysis.proportions import risk_difference
+from outcomes import change
+from outcomes.escalation import match_escalations
+from outcomes.psychometrics import psychometrics_table
+from outcomes.scoring import keyed_items
+from trials.data import item_columns
+from trials.errors import DataError
+from trials.protocol import Protocol, Responder, ResponderKind
+
+LOG_KINDS = ("escalations", "engagement", "adverse_events")
+
+
+def _arms(protocol: Protocol) -> tuple[str, str]:
+    control = protocol.design.control_arm.id
+    experimental = next(a.id for a in protocol.design.arms if not a.control)
+    return experimental, control
+
+
+# --------------------------------------------------------------------------- responders
+
+
+def _wide(scored: pd.DataFrame, outcome: str, visit: int | None) -> pd.Series:
+    rows = scored.loc[scored["visit"] == visit, ["participant", outcome]]
+    return rows.set_index("participant")[outcome]
+
+
+def responder_indicator(protocol: Protocol, scored: pd.DataFrame, r: Responder) -> pd.Series:
+    """Per participant: True / False, or <NA> when the definition cannot be applied."""
+    people = pd.Index(scored["participant"].unique(), name="participant")
+    inst = protocol.instrument(r.outcome)
+    outcome = protocol.outcome(r.outcome)
+    x1 = _wide(scored, r.outcome, outcome.baseline_visit).reindex(people)
+    x2 = _wide(scored, r.outcome, r.visit).reindex(people)
+    hib = inst.higher_is_better
+    kind = r.kind
+    if kind == ResponderKind.response:
+        return change.response(x1, x2, r.fraction)
+    if kind == ResponderKind.remission:
+        return change.remission(x2, _need(r.threshold, 5.0 if inst.name.startswith("PHQ") else None,
+                                          r, "threshold"))
+    if kind == ResponderKind.caseness:
+        return change.caseness(x2, _need(r.threshold, inst.caseness_threshold, r, "threshold"))
+    if kind == ResponderKind.reliable_improvement:
+        return change.reliable_improvement(x1, x2, _need(None, inst.reliable_change, r, "rci"),
+                                           higher_is_better=hib)
+    if kind == ResponderKind.reliable_deterioration:
+        return change.reliable_deterioration(x1, x2, _need(None, inst.reliable_change, r, "rci"),
+                                             higher_is_better=hib)
+    if kind == ResponderKind.mcid:
+        return change.mcid_responder(x1, x2, _need(r.mcid, None, r, "mcid"), higher_is_better=hib)
+    # recovery and reliable recovery: paired depression and anxiety measures
+    if r.paired_outcome is None:
+        raise DataError(f"responders.{r.id}: {kind.value} needs paired_outcome")
+    other = protocol.instrument(r.paired_outcome)
+    y1 = _wide(scored, r.paired_outcome,
+               protocol.outcome(r.paired_outcome).baseline_visit).reindex(people)
+    y2 = _wide(scored, r.paired_outcome, r.visit).reindex(people)
+    thresholds = {"depression_threshold": _need(None, inst.caseness_threshold, r, "threshold"),
+                  "anxiety_threshold": _need(None, other.caseness_threshold, r, "threshold")}
+    if kind == ResponderKind.recovery:
+        return change.recovery(x1, x2, y1, y2, **thresholds)
+    return change.reliable_recovery(
+        x1, x2, y1, y2, **thresholds,
+        depression_rci=_need(None, inst.reliable_change, r, "rci"),
+        anxiety_rci=_need(None, other.reliable_change, r, "rci"))
+
+
+def _need(value: float | None, default: float | None, r: Responder, what: str) -> float:
+    out = value if value is not None else default
+    if out is None:
+        raise DataError(f"responders.{r.id}: {r.kind.value} needs a {what}; the instrument "
+                        "defines none, so state it in the protocol")
+    return float(out)
+
+
+def responder_estimates(protocol: Protocol, scored: pd.DataFrame) -> dict[str, Estimate]:
+    """Per definition: share of responders by arm and the risk difference (Newcombe)."""
+    experimental, control = _arms(protocol)
+    arm_of = scored.groupby("participant", sort=False)["arm"].first()
+    out = {}
+    for r in protocol.responders:
+        ind = responder_indicator(protocol, scored, r).dropna()
+        arm = arm_of.reindex(ind.index)
+        x1 = int(ind[arm == experimental].sum())
+        n1 = int((arm == experimental).sum())
+        x0 = int(ind[arm == control].sum())
+        n0 = int((arm == control).sum())
+        if min(n1, n0) == 0:
+            continue
+        out[r.id] = risk_difference(x1, n1, x0, n0, estimand=r.id, analysis=r.id,
+                                    arms=(experimental, control))
+    return out
+
+
+# --------------------------------------------------------------------------- psychometrics
+
+
+def psychometrics(protocol: Protocol, items: pd.DataFrame, scored: pd.DataFrame) -> dict[str, Any]:
+    """Alpha, omega, item missingness, floor and ceiling per outcome, arm and visit."""
+    out: dict[str, Any] = {}
+    k = protocol.privacy.small_cell_threshold
+    for outcome in protocol.outcomes:
+        inst = protocol.instrument(outcome.id)
+        cols = item_columns(protocol, outcome.id)
+        frame = keyed_items(items[cols], inst).assign(
+            arm=scored["arm"].to_numpy(), visit=scored["visit"].to_numpy(),
+            total=scored[outcome.id].to_numpy())
+        frame = frame[frame["visit"].isin(outcome.visits) & frame[cols].notna().any(axis=1)]
+        table = psychometrics_table(frame, cols, "total", ("arm", "visit"),
+                                    minimum=inst.total_min, maximum=inst.total_max,
+                                    small_cell_threshold=k)
+        out[outcome.id] = table
+    return out
+
+
+# --------------------------------------------------------------------------- escalation
+
+
+@dataclass(frozen=True)
+class Escalation:
+    summary: pd.DataFrame
+    estimates: dict[str, Estimate]
+    unmatched: int
+
+
+def escalation_measures(protocol: Protocol, scored: pd.DataFrame,
+                        log: pd.DataFrame | None) -> Escalation | None:
+    """Match every red-flag visit to the escalation log and time clinician contact."""
+    cfg = protocol.safety.escalation
+    if cfg is None:
+        return None
+    if log is None:
+        if cfg.required:
+            raise DataError("safety.escalation: the protocol requires an escalation log "
+                            "(--escalations FILE)")
+        return None
+    flag_cols = [f"flag_{f.id}" for f in protocol.safety.red_flags]
+    any_flag = scored[flag_cols].fillna(False).astype(bool).any(axis=1)
+    flags = scored.loc[any_flag, ["participant", "arm", "visit", "completed_at"]]
+    log = log.copy()
+    log[cfg.visit] = pd.to_numeric(log[cfg.visit], errors="coerce").astype("Int64")
+    flags = flags.assign(visit=flags["visit"].astype("Int64"))
+    try:
+        matched = match_escalations(
+            flags, log, limit_hours=cfg.limit_hours, by="visit", participant="participant",
+            arm="arm", visit="visit", flag_time="completed_at", log_participant=cfg.participant,
+            log_visit=cfg.visit, contact_time=cfg.contact_time, outcome=cfg.outcome)
+    except ValueError as exc:
+        raise DataError(f"escalation log: {exc}") from None
+    return Escalation(escalation_summary(matched),
+                      escalation_estimates(matched), int(len(matched.unmatched_log)))
+
+
+# --------------------------------------------------------------------------- adverse events
+
+
+@dataclass(frozen=True)
+class AdverseEventResult:
+    by_arm: pd.DataFrame
+    estimates: dict[str, Estimate] = field(default_factory=dict)
+
+
+def adverse_event_measures(protocol: Protocol, scored: pd.DataFrame,
+                           log: pd.DataFrame | None) -> AdverseEventResult | None:
+    cfg = protocol.safety.adverse_events
+    if cfg is None:
+        return None
+    if log is None:
+        if cfg.required:
+            raise DataError("safety.adverse_events: the protocol requires an adverse-event log "
+                            "(--adverse-events FILE)")
+        return None
+    experimental, control = _arms(protocol)
+    arm_of = scored.groupby("participant", sort=False)["arm"].first()
+    events = log.rename(columns={cfg.participant: "participant", cfg.term: "term",
+                                 cfg.serious: "serious"})
+    unknown = ~events["participant"].isin(arm_of.index)
+    if unknown.any():
+        raise DataError(f"adverse-event log: {int(unknown.sum())} row(s) name participants who "
+                        "are not in the trial data")
+    serious = events["serious"].astype(str).str.strip().str.lower()
+    events = events.assign(arm=events["participant"].map(arm_of),
+                           serious=serious.isin(["true", "1", "yes"]))
+    denominators = {a: int((arm_of == a).sum()) for a in (experimental, control)}
+    try:
+        res = adverse_events(events, denominators, experimental=experimental, control=control,
+                             level=cfg.interval_level)
+    except ValueError as exc:
+        raise DataError(f"adverse-event log: {exc}") from None
+    return AdverseEventResult(res.by_arm, dict(res.estimates))
+
+
+# --------------------------------------------------------------------------- engagement
+
+
+@dataclass(frozen=True)
+class EngagementResult:
+    per_participant: pd.DataFrame
+    by_version: pd.DataFrame
+    estimates: dict[str, Estimate]
+
+
+def engagement_measures(protocol: Protocol, scored: pd.DataFrame,
+                        log: pd.DataFrame | None) -> EngagementResult | None:
+    """Dose (sessions, active days, minutes), system reliability and the AI model version.
+
+    Two exploratory analyses of the primary outcome follow the protocol's primary ANCOVA: the
+    effect per 5 completed sessions within the experimental arm (dose-response; confounded by
+    who chooses to engage, so never causal) and the effect of each AI version against the
+    comparator (participants grouped by the version most of their sessions used).
+    """
+    cfg = protocol.engagement
+    if cfg is None:
+        return None
+    if log is None:
+        if cfg.required:
+            raise DataError("engagement: the protocol requires an engagement log "
+                            "(--engagement FILE)")
+        return None
+    log = log.rename(columns={cfg.participant: "participant", cfg.session_start: "start"})
+    failed = (log[cfg.failed].astype(str).str.lower().isin(["true", "1", "yes"])
+              if cfg.failed else pd.Series(False, index=log.index))
+    ok = log[~failed]
+    start = pd.to_datetime(ok["start"], errors="coerce")
+    per = pd.DataFrame({
+        "sessions": ok.groupby("participant").size(),
+        "active_days": start.dt.normalize().groupby(ok["participant"]).nunique(),
+    })
+    if cfg.duration_minutes:
+        minutes = pd.to_numeric(ok[cfg.duration_minutes], errors="coerce")
+        per["minutes"] = minutes.groupby(ok["participant"]).sum()
+    if cfg.ai_version:
+        per["ai_version"] = ok.groupby("participant")[cfg.ai_version].agg(
+            lambda s: s.value_counts().sort_index().idxmax())
+    people = scored.groupby("participant", sort=False)["arm"].first()
+    per = per.reindex(people.index)
+    per["arm"] = people
+    per[["sessions", "active_days"]] = per[["sessions", "active_days"]].fillna(0)
+    by_version = pd.DataFrame()
+    if cfg.ai_version:
+        by_version = pd.DataFrame({
+            "sessions": log.groupby(cfg.ai_version).size(),
+            "failed": failed.groupby(log[cfg.ai_version]).sum().astype(int),
+        })
+        by_version["failed_share"] = by_version["failed"] / by_version["sessions"]
+    return EngagementResult(per, by_version, _engagement_estimates(protocol, scored, per))
+
+
+def _engagement_estimates(protocol: Protocol, scored: pd.DataFrame,
+                          per: pd.DataFrame) -> dict[str, Estimate]:
+    from trials.stages import analysis_frame
+
+    primary = next((a for a in protocol.analyses if a.engine == "frequentist"), None)
+    if primary is None:
+        return {}
+    experimental, control = _arms(protocol)
+    frame = analysis_frame(protocol, scored, primary.id).set_index("participant")
+    frame = frame.join(per[["sessions"] + (["ai_version"] if "ai_version" in per else [])])
+    out: dict[str, Estimate] = {}
+    arm_only = frame[frame["arm"] == experimental].reset_index()
+    if arm_only["sessions"].nunique() > 1:
+        dose = arm_only.assign(treated=arm_only["sessions"] / 5.0)  # effect per 5 sessions
+        covs = tuple(c for c in primary.covariates
+                     if c == "baseline" or dose[c].nunique() > 1)
+        est = fit_ancova(dose, AncovaSpec(primary.estimand, "dose_per_5_sessions", covs,
+                                          primary.interval_level))
+        out["dose_per_5_sessions"] = _relabel(est, "dose_response_ancova",
+                                              "exploratory: confounded by who engages")
+    if "ai_version" in frame:
+        versions = sorted(v for v in frame["ai_version"].dropna().unique())
+        for version in versions:
+            sub = frame[(frame["arm"] == control) | (frame["ai_version"] == version)]
+            est = fit_ancova(sub.reset_index(), AncovaSpec(
+                primary.estimand, f"version_{version}", primary.covariates,
+                primary.interval_level))
+            out[f"version_{version}"] = _relabel(
+                est, "ancova_by_ai_version",
+                f"exploratory: participants mostly on {version} against all of {control}")
+    return out
+
+
+def _relabel(est: Estimate, model: str, note: str) -> Estimate:
+    from dataclasses import replace
+
+    return replace(est, model=model, warnings=(*est.warnings, note))
+
+
+def summarise_engagement(result: EngagementResult, k: int) -> dict[str, Any]:
+    """Median and quartiles by arm; reliability by AI version; suppressed small cells."""
+    from trials.privacy import suppress
+
+    rows = []
+    for arm, g in result.per_participant.groupby("arm", sort=True):
+        s = g["sessions"]
+        rows.append({"arm": arm, "participants": suppress(len(g), k),
+                     "median_sessions": float(np.median(s)) if len(g) >= k else None,
+                     "q1_sessions": float(s.quantile(0.25)) if len(g) >= k else None,
+                     "q3_sessions": float(s.quantile(0.75)) if len(g) >= k else None,
+                     "median_active_days": (float(g["active_days"].median())
+                                            if len(g) >= k else None)})
+    versions = [{"ai_version": str(v), "sessions": suppress(int(r["sessions"]), k),
+                 "failed": suppress(int(r["failed"]), k),
+                 "failed_share": float(r["failed_share"])
+                 if not 0 < r["failed"] < k else None}
+                for v, r in result.by_version.iterrows()]
+    return {"by_arm": rows, "by_ai_version": versions}
+
+
+def read_logs(paths: Mapping[str, Any], protocol: Protocol) -> dict[str, pd.DataFrame]:
+    """Read the named logs (escalations, engagement, adverse_events) as text frames."""
+    from trials.data import read_table
+
+    unknown = set(paths) - set(LOG_KINDS)
+    if unknown:
+        raise DataError(f"unknown log kind(s) {sorted(unknown)}; use {', '.join(LOG_KINDS)}")
+    return {kind: read_table(path) for kind, path in paths.items() if path is not None}
+
+
+@dataclass(frozen=True)
+class Measures:
+    """Everything beyond the pre-specified analyses and red flags, for one run."""
+
+    responders: dict[str, Estimate] = field(default_factory=dict)
+    psychometrics: dict[str, pd.DataFrame] = field(default_factory=dict)
+    escalation: Escalation | None = None
+    adverse_events: AdverseEventResult | None = None
+    engagement: EngagementResult | None = None
+
+    def safety_estimates(self) -> dict[str, Estimate]:
+        """Measures a harm criterion may name under ``safety``."""
+        out: dict[str, Estimate] = {}
+        if self.escalation is not None:
+            out.update(self.escalation.estimates)
+        if self.adverse_events is not None:
+            out.update(self.adverse_events.estimates)
+        return out
+
+
+def compute_measures(protocol: Protocol, items: pd.DataFrame, scored: pd.DataFrame,
+                     logs: Mapping[str, pd.DataFrame]) -> Measures:
+    return Measures(
+        responders=responder_estimates(protocol, scored),
+        psychometrics=psychometrics(protocol, items, scored),
+        escalation=escalation_measures(protocol, scored, logs.get("escalations")),
+        adverse_events=adverse_event_measures(protocol, scored, logs.get("adverse_events")),
+        engagement=engagement_measures(protocol, scored, logs.get("engagement")),
+    )
