@@ -226,7 +226,8 @@ def test_run_on_bad_data_exits_2_and_writes_nothing(small_study, tmp_path):
 
     _assert_error(result, "1 problem(s)", data_lines=1)
     assert result.stderr.splitlines()[1] == (
-        f"{bad}: row 4, column 'phq9_2': '5' outside PHQ-9 item range 0..3")
+        f"{bad}: row 4, column 'phq9_2': '5' outside PHQ-9 item range 0..3 "
+        "[rule phq9_item_range]")
     assert not out.exists()
 
 

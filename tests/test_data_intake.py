@@ -257,7 +257,8 @@ def test_problems_in_a_second_file_name_that_file_and_its_own_row(protocol, csv_
 
     problems = _problems([first, second], protocol)
 
-    assert problems == [f"{second}: row 5, column 'phq9_1': '9' outside PHQ-9 item range 0..3"]
+    assert problems == [f"{second}: row 5, column 'phq9_1': '9' outside PHQ-9 item range 0..3 "
+                        "[rule phq9_item_range]"]
 
 
 def test_header_only_csv_names_the_file(protocol, csv_path, tmp_path):
@@ -278,7 +279,8 @@ def test_empty_participant_id_in_parquet_is_reported(protocol, csv_path, tmp_pat
     problems = _problems([path], protocol)
 
     # Parquet has no header line: its first data row is row 1.
-    assert problems == [f"{path}: row 6, column 'participant_id': participant ID is empty"]
+    assert problems == [f"{path}: row 6, column 'participant_id': participant ID is empty "
+                        "[rule not_nullable]"]
 
 
 # --------------------------------------------------------------------------- privacy

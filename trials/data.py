@@ -19,6 +19,7 @@ import pandas as pd
 from trials.errors import DataError
 from trials.io import sha256_file
 from trials.protocol import Protocol
+from trials.schema import schema_problems
 
 _SOURCE = "__source__"
 _ROW = "__row__"
@@ -108,10 +109,14 @@ def read_data(paths: Sequence[str | Path], protocol: Protocol) -> Intake:
         if c not in data.columns:
             data[c] = None
     missing = {c for c in required if any(c not in f.columns for f in frames)}
-    problems += _check_keys(data, protocol, missing)
+    checked = [c for c in required if c not in missing]
+    cell_problems = schema_problems(protocol, data, checked)
+    keys = (cols.participant, cols.arm, cols.visit)
+    in_keys = [p for p in cell_problems if any(f"column {k!r}:" in p for k in keys)]
+    problems += in_keys
+    problems += _check_duplicates(data, protocol, missing)
+    problems += [p for p in cell_problems if p not in in_keys]
     problems += _check_participant_constants(data, protocol, missing)
-    for outcome in protocol.outcomes:
-        problems += _check_items(data, protocol, outcome.id, missing)
     if problems:
         raise DataError(f"{len(problems)} problem(s) in the data", problems)
     data[cols.visit] = pd.to_numeric(data[cols.visit]).astype(int)
@@ -146,40 +151,24 @@ def _required_columns(protocol: Protocol) -> list[str]:
     return req
 
 
-def _check_keys(data: pd.DataFrame, protocol: Protocol, missing: set[str]) -> list[str]:
+def _check_duplicates(data: pd.DataFrame, protocol: Protocol, missing: set[str]) -> list[str]:
+    """One line per participant-visit given more than once, naming every row involved."""
     cols = protocol.data
-    problems: list[str] = []
-    if {cols.participant, cols.arm, cols.visit} & missing:
-        return problems  # already reported as missing columns
-    arms = [a.id for a in protocol.design.arms]
-    visits = sorted({v for o in protocol.outcomes for v in o.visits})
+    if {cols.participant, cols.visit} & missing:
+        return []
     pid = data[cols.participant]
-    for where in _where(data, pid.isna()):
-        problems.append(f"{where}, column {cols.participant!r}: participant ID is empty")
-    arm = data[cols.arm]
-    bad_arm = ~arm.isin(arms)
-    for where, value in zip(_where(data, bad_arm), arm[bad_arm], strict=True):
-        problems.append(f"{where}, column {cols.arm!r}: unknown arm {value!r} "
-                        f"(protocol arms: {', '.join(arms)})")
     visit = pd.to_numeric(data[cols.visit], errors="coerce")
-    bad_visit = ~visit.isin(visits)
-    for where, value in zip(_where(data, bad_visit), data[cols.visit][bad_visit], strict=True):
-        problems.append(f"{where}, column {cols.visit!r}: unknown visit {value!r} "
-                        f"(protocol visits: {', '.join(map(str, visits))})")
     key = pd.DataFrame({"p": pid, "v": visit})
     dup = key.duplicated(keep=False) & pid.notna() & visit.notna()
+    problems = []
     if dup.any():
         sub = data.loc[dup, [_SOURCE, _ROW]].assign(p=pid[dup], v=visit[dup])
         for (p, v), group in sub.groupby(["p", "v"], sort=True):
             rows = ", ".join(f"{s}: row {r}" for s, r in zip(group[_SOURCE], group[_ROW],
                                                             strict=True))
             problems.append(f"{rows}, columns {cols.participant!r}/{cols.visit!r}: duplicate "
-                            f"participant-visit (participant {p!r}, visit {int(v)})")
-    for c in _participant_level(protocol):
-        if c in missing:
-            continue
-        for where in _where(data, data[c].isna()):
-            problems.append(f"{where}, column {c!r}: value is empty")
+                            f"participant-visit (participant {p!r}, visit {int(v)}) "
+                            "[rule unique_participant_visit]")
     return problems
 
 
@@ -197,34 +186,5 @@ def _check_participant_constants(data: pd.DataFrame, protocol: Protocol,
             rows = data.loc[data[cols.participant] == p, [_SOURCE, _ROW]]
             first = f"{rows[_SOURCE].iat[0]}: rows {', '.join(map(str, rows[_ROW]))}"
             problems.append(f"{first}, column {c!r}: differs between visits of participant "
-                            f"{p!r} (must be constant)")
-    return problems
-
-
-def _check_items(data: pd.DataFrame, protocol: Protocol, outcome_id: str,
-                 missing: set[str]) -> list[str]:
-    outcome = protocol.outcome(outcome_id)
-    inst = protocol.instrument(outcome.id)
-    visit = pd.to_numeric(data[protocol.data.visit], errors="coerce")
-    all_visits = {v for o in protocol.outcomes for v in o.visits}
-    # Rows with an unknown visit are reported once, as such, not once per item.
-    scheduled = visit.isin(outcome.visits) | ~visit.isin(all_visits)
-    problems: list[str] = []
-    for c in item_columns(protocol, outcome_id):
-        if c in missing:
-            continue
-        raw = data[c]
-        num = pd.to_numeric(raw, errors="coerce")
-        given = raw.notna()
-        not_number = given & (num.isna() | (num != np.round(num)))
-        out_range = given & ~not_number & ((num < inst.item_min) | (num > inst.item_max))
-        unscheduled = given & ~scheduled & ~not_number & ~out_range
-        for where, v in zip(_where(data, not_number), raw[not_number], strict=True):
-            problems.append(f"{where}, column {c!r}: {v!r} is not a whole number")
-        for where, v in zip(_where(data, out_range), raw[out_range], strict=True):
-            problems.append(f"{where}, column {c!r}: {v!r} outside {inst.name} item range "
-                            f"{inst.item_min}..{inst.item_max}")
-        for where in _where(data, unscheduled):
-            problems.append(f"{where}, column {c!r}: {outcome_id} is not scheduled at this "
-                            f"visit (visits {', '.join(map(str, outcome.visits))})")
+                            f"{p!r} (must be constant) [rule constant_per_participant]")
     return problems
