@@ -131,3 +131,33 @@ def test_brief_renders_when_safety_cells_are_suppressed(demo_run, tmp_path):
     html = render_report(tmp_path, "brief").html.read_text()
     assert "withheld, because a count is below 5" in html
     assert "&lt;5" in html
+
+
+def test_demo_reports_escalation_timeliness_and_richer_measures(demo_run):
+    results = demo_run.run.results
+    overall = next(r for r in results["escalation"]["summary"] if r["group"] == "overall")
+    assert overall["n_missed"] == 0 and overall["share_within_limit"] > 0.9
+    assert {e["analysis"] for e in results["escalation"]["estimates"]} == {
+        "missed_escalations", "escalation_within_limit"}
+    assert {e["analysis"] for e in results["adverse_events"]["estimates"]} == {"ae_any", "sae_any"}
+    assert {r["id"] for r in results["responders"]} >= {"phq9_response", "reliable_recovery"}
+    assert {"phq9", "gad7", "csq8", "sus"} <= set(results["psychometrics"])
+    assert {v["ai_version"] for v in results["engagement"]["by_ai_version"]} == {
+        "companion-1.4", "companion-1.5"}
+    assert results["reliability"]["incidents"] == 5
+    assert results["clinician_ratings"]["instrument"] == "CLIN-SAT"
+
+
+def test_brief_shows_escalation_timeliness(run_dir):
+    html = (run_dir / "brief.html").read_text()
+    assert "Escalation of red flags to a clinician" in html
+    assert "Never reached a clinician" in html and "Median hours" in html
+    assert "Clinical change at the primary visit" in html
+    assert "Service reliability" in html and "Clinicians" in html
+
+
+def test_psychometrics_show_positive_internal_consistency(demo_run):
+    # Reverse-keyed SUS items are turned round before alpha: a negative alpha would mean the
+    # keying was ignored.
+    rows = demo_run.run.results["psychometrics"]["sus"]
+    assert all(r["alpha"] is None or r["alpha"] > 0.7 for r in rows)

@@ -101,12 +101,15 @@ def run(
     escalations: Path | None = typer.Option(None, help="Escalation log (red flag -> clinician)."),
     engagement: Path | None = typer.Option(None, help="Session log: dose and AI version."),
     adverse_events: Path | None = typer.Option(None, help="Adverse-event log."),
+    downtime: Path | None = typer.Option(None, help="Service downtime incident log."),
+    clinician_ratings: Path | None = typer.Option(None, help="Clinicians' ratings log."),
 ) -> None:
     """Run the locked PROTOCOL on the data: decision, report and bundle."""
     from trials.pipeline import run_study
 
     logs = {"escalations": escalations, "engagement": engagement,
-            "adverse_events": adverse_events}
+            "adverse_events": adverse_events, "downtime": downtime,
+            "clinician_ratings": clinician_ratings}
     res = run_study(protocol, data, out, look=look, exploratory=exploratory, render=render,
                     logs=logs)
     typer.echo(f"decision: {res.decision.display_label}")

@@ -28,7 +28,7 @@ from trials.data import item_columns
 from trials.errors import DataError
 from trials.protocol import Protocol, Responder, ResponderKind
 
-LOG_KINDS = ("escalations", "engagement", "adverse_events")
+LOG_KINDS = ("escalations", "engagement", "adverse_events", "downtime", "clinician_ratings")
 
 
 def _arms(protocol: Protocol) -> tuple[str, str]:
@@ -327,6 +327,81 @@ def summarise_engagement(result: EngagementResult, k: int) -> dict[str, Any]:
     return {"by_arm": rows, "by_ai_version": versions}
 
 
+# --------------------------------------------------------------------------- reliability
+
+
+def reliability_measures(protocol: Protocol, log: pd.DataFrame | None) -> dict[str, Any] | None:
+    """Downtime incidents within the service period: count, hours down and availability.
+
+    Incidents are clipped to the period; overlapping incidents are merged so no minute of
+    downtime counts twice.
+    """
+    cfg = protocol.reliability
+    if cfg is None:
+        return None
+    if log is None:
+        if cfg.required:
+            raise DataError("reliability: the protocol requires a downtime log (--downtime FILE)")
+        return None
+    start = pd.to_datetime(log[cfg.start], errors="coerce", format="ISO8601")
+    end = pd.to_datetime(log[cfg.end], errors="coerce", format="ISO8601")
+    bad = start.isna() | end.isna() | (end < start)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0]) + 2
+        raise DataError(f"downtime log: row {row}: start and end must be date-times with "
+                        "end not before start")
+    p0, p1 = pd.Timestamp(cfg.period_start), pd.Timestamp(cfg.period_end)
+    spans = sorted((max(a, p0), min(b, p1)) for a, b in zip(start, end, strict=True)
+                   if b > p0 and a < p1)
+    merged: list[list[pd.Timestamp]] = []
+    for a, b in spans:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    down = sum(((b - a).total_seconds() for a, b in merged), 0.0) / 3600
+    total = (p1 - p0).total_seconds() / 3600
+    return {"incidents": len(spans), "downtime_hours": down, "period_hours": total,
+            "availability": 1 - down / total, "period_start": cfg.period_start,
+            "period_end": cfg.period_end}
+
+
+def clinician_rating_measures(protocol: Protocol,
+                              log: pd.DataFrame | None) -> dict[str, Any] | None:
+    """Clinicians' ratings scored on their instrument: n, mean, SD, median, quartiles."""
+    from outcomes.scoring import score_instrument
+
+    cfg = protocol.clinician_ratings
+    if cfg is None:
+        return None
+    if log is None:
+        if cfg.required:
+            raise DataError("clinician_ratings: the protocol requires a ratings log "
+                            "(--clinician-ratings FILE)")
+        return None
+    inst = protocol.instrument_named(cfg.instrument)
+    key = cfg.instrument.lower().replace("-", "")
+    cols = [cfg.item_pattern.format(instrument=key, item=i) for i in range(1, inst.n_items + 1)]
+    missing = [c for c in cols if c not in log.columns]
+    if missing:
+        raise DataError(f"clinician ratings log: column(s) {missing} missing")
+    items = log[cols].apply(pd.to_numeric, errors="coerce")
+    try:
+        totals = score_instrument(items, inst)["total"].dropna()
+    except ValueError as exc:
+        raise DataError(f"clinician ratings log: {exc}") from None
+    k = protocol.privacy.small_cell_threshold
+    n = int(len(totals))
+    enough = n >= k
+    return {"instrument": inst.name, "clinicians": n if enough else f"<{k}",
+            "mean": float(totals.mean()) if enough else None,
+            "sd": float(totals.std(ddof=1)) if enough and n > 1 else None,
+            "median": float(totals.median()) if enough else None,
+            "q1": float(totals.quantile(0.25)) if enough else None,
+            "q3": float(totals.quantile(0.75)) if enough else None,
+            "range": [inst.total_min, inst.total_max], "higher_is_better": inst.higher_is_better}
+
+
 def read_logs(paths: Mapping[str, Any], protocol: Protocol) -> dict[str, pd.DataFrame]:
     """Read the named logs (escalations, engagement, adverse_events) as text frames."""
     from trials.data import read_table
@@ -346,6 +421,8 @@ class Measures:
     escalation: Escalation | None = None
     adverse_events: AdverseEventResult | None = None
     engagement: EngagementResult | None = None
+    reliability: dict[str, Any] | None = None
+    clinician_ratings: dict[str, Any] | None = None
 
     def safety_estimates(self) -> dict[str, Estimate]:
         """Measures a harm criterion may name under ``safety``."""
@@ -365,4 +442,6 @@ def compute_measures(protocol: Protocol, items: pd.DataFrame, scored: pd.DataFra
         escalation=escalation_measures(protocol, scored, logs.get("escalations")),
         adverse_events=adverse_event_measures(protocol, scored, logs.get("adverse_events")),
         engagement=engagement_measures(protocol, scored, logs.get("engagement")),
+        reliability=reliability_measures(protocol, logs.get("downtime")),
+        clinician_ratings=clinician_rating_measures(protocol, logs.get("clinician_ratings")),
     )

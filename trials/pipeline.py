@@ -175,8 +175,13 @@ def run_study(
 def _pseudonymise_log(protocol: Protocol, kind: str, frame: Any, key: bytes) -> Any:
     cfg = {"escalations": protocol.safety.escalation,
            "adverse_events": protocol.safety.adverse_events,
-           "engagement": protocol.engagement}[kind]
-    column = cfg.participant if cfg is not None else protocol.data.participant
+           "engagement": protocol.engagement}.get(kind)
+    if kind == "clinician_ratings" and protocol.clinician_ratings is not None:
+        column = protocol.clinician_ratings.clinician  # staff IDs are pseudonymised too
+    elif cfg is not None:
+        column = cfg.participant
+    else:
+        return frame
     if column in frame.columns:
         frame = frame.assign(**{column: pseudonymise(frame[column], key)})
     return frame

@@ -300,6 +300,38 @@ class Engagement(_Spec):
     failed: str | None = "failed"
 
 
+class Reliability(_Spec):
+    """System reliability: an incident log of service downtime, over a stated period."""
+
+    required: bool = True
+    start: str = "start"
+    end: str = "end"
+    period_start: str = Field(description="ISO date-time the service period starts.")
+    period_end: str = Field(description="ISO date-time the service period ends.")
+
+    @model_validator(mode="after")
+    def _period(self) -> Reliability:
+        import datetime as dt
+
+        try:
+            a = dt.datetime.fromisoformat(self.period_start)
+            b = dt.datetime.fromisoformat(self.period_end)
+        except ValueError:
+            raise ValueError("period_start and period_end must be ISO date-times") from None
+        if b <= a:
+            raise ValueError("period_end must be after period_start")
+        return self
+
+
+class ClinicianRatings(_Spec):
+    """Clinicians' ratings of the intervention on a (library or declared) instrument."""
+
+    required: bool = True
+    clinician: str = "clinician_id"
+    instrument: str
+    item_pattern: str = "{instrument}_{item}"
+
+
 # --------------------------------------------------------------------------- responders
 
 
@@ -437,6 +469,8 @@ class Protocol(_Spec):
         (), description="User-defined instruments, in the library's format.")
     responders: tuple[Responder, ...] = ()
     engagement: Engagement | None = None
+    reliability: Reliability | None = None
+    clinician_ratings: ClinicianRatings | None = None
     safety: Safety = Safety()
     privacy: Privacy = Privacy()
     criteria: tuple[Criterion, ...] = Field(min_length=1)
@@ -464,6 +498,10 @@ class Protocol(_Spec):
                                  f"instrument ({', '.join(sorted(INSTRUMENTS))}) nor declared "
                                  "under instruments")
         self._declared = declared
+        cr = self.clinician_ratings
+        if cr is not None and cr.instrument not in declared and cr.instrument not in INSTRUMENTS:
+            raise ValueError(f"clinician_ratings.instrument: {cr.instrument!r} is neither a "
+                             "library instrument nor declared under instruments")
         _unique("outcomes", [o.id for o in self.outcomes], len(self.outcomes))
         _unique("estimands", [e.id for e in self.estimands], len(self.estimands))
         _unique("analyses", [a.id for a in self.analyses], len(self.analyses))
@@ -549,7 +587,9 @@ class Protocol(_Spec):
     # ------------------------------------------------------------------ lookups
     def instrument(self, outcome_id: str) -> Instrument:
         """The instrument definition of an outcome (declared ones first, then the library)."""
-        name = self.outcome(outcome_id).instrument
+        return self.instrument_named(self.outcome(outcome_id).instrument)
+
+    def instrument_named(self, name: str) -> Instrument:
         return self._declared[name] if name in self._declared else get_instrument(name)
 
     def outcome(self, outcome_id: str) -> Outcome:

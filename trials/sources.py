@@ -96,7 +96,7 @@ def _text_frame(rows: Sequence[Sequence[Any]], columns: Sequence[str], source: s
     frame = pd.DataFrame(cells, columns=list(columns), dtype=object)
     frame = frame.astype("str") if len(frame.columns) else frame
     frame[_SOURCE] = source
-    frame[_ROW] = np.asarray(row_numbers, dtype=object if not len(row_numbers) else None)
+    frame[_ROW] = np.asarray(list(row_numbers), dtype=np.int64)
     return frame
 
 
@@ -182,15 +182,14 @@ def _sheet_header(row: tuple[Any, ...], source: str, number: int) -> list[str]:
     cells = [_cell_text(v) for v in row]
     while cells and cells[-1] is None:
         cells.pop()
+    names: list[str] = []
     for i, name in enumerate(cells, start=1):
         if name is None:
             raise DataError(f"{source}: row {number} (the header) has no name in column {i}")
-    seen: set[str] = set()
-    for name in cells:
-        if name in seen:
+        if name in names:
             raise DataError(f"{source}: row {number} (the header) names column {name!r} twice")
-        seen.add(name)  # type: ignore[arg-type]
-    return [str(c) for c in cells]
+        names.append(name)
+    return names
 
 
 # --------------------------------------------------------------------------- SAS, SPSS, Stata

@@ -213,6 +213,10 @@ def measures_summary(protocol: Protocol, m: Measures, k: int) -> dict[str, Any]:
             "by_arm": rows,
             "estimates": [_public_estimate(e, k) for e in m.adverse_events.estimates.values()],
         }
+    if m.reliability is not None:
+        out["reliability"] = m.reliability
+    if m.clinician_ratings is not None:
+        out["clinician_ratings"] = m.clinician_ratings
     if m.engagement is not None:
         out["engagement"] = {
             **summarise_engagement(m.engagement, k),

@@ -89,8 +89,9 @@ if ! as_owner "$BIN/pg_ctl" -D "$ROOT/data" status >/dev/null 2>&1; then
     for _ in $(seq 100); do port_free "$PORT" && break; PORT=$((PORT + 1)); done
     port_free "$PORT" || { log "no free port from $FIRST_PORT on"; exit 1; }
     log "starting on 127.0.0.1:$PORT"
+    # 9>&-: the server must not inherit the lock, or the next run would wait for it forever.
     as_owner "$BIN/pg_ctl" -D "$ROOT/data" -l "$ROOT/data/server.log" -w -t 60 start \
-        -o "-p $PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$ROOT/run -c fsync=off" >&2 \
+        -o "-p $PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$ROOT/run -c fsync=off" >&2 9>&- \
         || { tail -n 20 "$ROOT/data/server.log" >&2; exit 1; }
     echo "$PORT" >"$ROOT/port"
 fi

@@ -48,8 +48,9 @@ def write_demo_study(
 def demo_logs(data: str | Path) -> dict[str, Path]:
     """The demo's escalation, engagement and adverse-event logs beside its visit data."""
     folder = Path(data).parent
-    return {kind: folder / f"{kind}.csv" for kind in ("escalations", "engagement",
-                                                       "adverse_events")}
+    from trials.measures import LOG_KINDS
+
+    return {kind: folder / f"{kind}.csv" for kind in LOG_KINDS}
 
 
 def run_demo(out: str | Path, n: int = 400, seed: int = 20261127) -> DemoResult:

@@ -206,4 +206,22 @@ def simulate_demo_logs(data: pd.DataFrame, seed: int = 20261127) -> dict[str, pd
         "participant_id": ae_people, "term": ae_terms,
         "serious": [t.startswith("hospital") for t in ae_terms],
     })
-    return {"escalations": escalations, "engagement": engagement, "adverse_events": adverse}
+    # Downtime: a handful of outages, one long one around the version change.
+    outage_starts = pd.to_datetime(["2026-02-11T02:10", "2026-03-30T21:00", "2026-04-01T06:00",
+                                    "2026-05-19T13:40", "2026-07-08T09:15"])
+    hours = [0.5, 3.0, 6.5, 1.2, 0.8]
+    downtime = pd.DataFrame({
+        "start": outage_starts.strftime("%Y-%m-%dT%H:%M"),
+        "end": (outage_starts + pd.to_timedelta(hours, unit="h")).strftime("%Y-%m-%dT%H:%M"),
+        "description": ["database failover", "model deployment", "model deployment rollback",
+                        "hosting incident", "certificate renewal"],
+    })
+    # Clinician ratings: two or three clinicians per practice, 1-5 on four items.
+    clinicians = [f"GP-{i:02d}" for i in range(1, 21)]
+    liking = rng.normal(0, 0.7, len(clinicians))
+    ratings = pd.DataFrame({"clinician_id": clinicians})
+    for j in range(1, 5):
+        ratings[f"clinsat_{j}"] = np.clip(np.round(3.6 + liking + rng.normal(0, 0.5, 20)), 1, 5
+                                          ).astype(int)
+    return {"escalations": escalations, "engagement": engagement, "adverse_events": adverse,
+            "downtime": downtime, "clinician_ratings": ratings}
