@@ -52,6 +52,9 @@ def _process_safety(missed=0.0, within=0.96, sae_lo=-0.03):
     }
 
 
+SAFE = {"phq9_item9": _safety(), **_process_safety()}
+
+
 def _estimates(**over):
     out = {"primary_ancova": _freq(), "primary_bayes": _bayes(),
            "anxiety_ancova": _freq("anxiety_ancova", estimand="anxiety")}
@@ -64,13 +67,13 @@ def _by_id(decision: Decision):
 
 
 def test_clear_benefit_is_go():
-    d = decide(_protocol(), _estimates(), {"phq9_item9": _safety(), **_process_safety()})
+    d = decide(_protocol(), _estimates(), SAFE)
     assert d.outcome == "go" and d.label == "GO"
     assert all(c.met is (c.kind == "success") for c in d.criteria)
 
 
 def test_each_criterion_has_observed_threshold_and_one_sentence():
-    d = decide(_protocol(), _estimates(), {"phq9_item9": _safety(), **_process_safety()})
+    d = decide(_protocol(), _estimates(), SAFE)
     c = _by_id(d)["superiority"]
     assert c.observed == pytest.approx(-1.9)
     assert c.threshold == 0 and c.comparator == "<"
@@ -81,7 +84,7 @@ def test_each_criterion_has_observed_threshold_and_one_sentence():
 def test_significant_but_clinically_small_effect_is_no_go():
     # CI (-1.5, -0.3) excludes 0 (success) and excludes the CID of -2 (futility).
     est = _estimates(primary_ancova=_freq(est=-0.9, lo=-1.5, hi=-0.3))
-    d = decide(_protocol(), est, {"phq9_item9": _safety(), **_process_safety()})
+    d = decide(_protocol(), est, SAFE)
     assert d.outcome == "no_go"
     assert "futility_cid" in d.rationale and "too small to matter" in d.rationale
 
@@ -89,13 +92,13 @@ def test_significant_but_clinically_small_effect_is_no_go():
 def test_no_benefit_is_no_go_naming_failed_criteria():
     est = _estimates(primary_ancova=_freq(est=-0.5, lo=-2.5, hi=1.5),
                      primary_bayes=_bayes(prob=0.7))
-    d = decide(_protocol(), est, {"phq9_item9": _safety(), **_process_safety()})
+    d = decide(_protocol(), est, SAFE)
     assert d.outcome == "no_go"
     assert "superiority" in d.rationale and "bayes_benefit" in d.rationale
 
 
 def test_harm_on_red_flags_stops_even_when_benefit_is_clear():
-    d = decide(_protocol(), _estimates(), {"phq9_item9": _safety(lo=0.02, hi=0.15), **_process_safety()})
+    d = decide(_protocol(), _estimates(), {**SAFE, "phq9_item9": _safety(lo=0.02, hi=0.15)})
     assert d.outcome == "stop_for_harm" and d.label == "STOP-FOR-HARM"
     assert _by_id(d)["harm_item9"].met is True
     assert "harm_item9" in d.rationale
@@ -103,13 +106,13 @@ def test_harm_on_red_flags_stops_even_when_benefit_is_clear():
 
 def test_worse_outcome_is_stop_for_harm():
     est = _estimates(primary_ancova=_freq(est=2.0, lo=0.5, hi=3.5), primary_bayes=_bayes(0.01))
-    d = decide(_protocol(), est, {"phq9_item9": _safety(), **_process_safety()})
+    d = decide(_protocol(), est, SAFE)
     assert d.outcome == "stop_for_harm"
 
 
 def test_unreliable_bayesian_fit_cannot_support_go():
     d = decide(_protocol(), _estimates(primary_bayes=_bayes(reliable=False)),
-               {"phq9_item9": _safety(), **_process_safety()})
+               SAFE)
     assert d.outcome == "no_go"
     c = _by_id(d)["bayes_benefit"]
     assert c.met is True and c.counts_toward_decision is False
@@ -125,7 +128,7 @@ def test_harm_is_applied_even_from_an_unreliable_fit():
                    posterior_probabilities=(PosteriorProbability("<", 0.0, 0.0),
                                             PosteriorProbability(">", 0.0, 0.99)),
                    reliable=False)
-    d = decide(_protocol(harm_on_bayes), _estimates(primary_bayes=bad), {"phq9_item9": _safety(), **_process_safety()})
+    d = decide(_protocol(harm_on_bayes), _estimates(primary_bayes=bad), SAFE)
     assert d.outcome == "stop_for_harm"
     assert "safety first" in _by_id(d)["harm_bayes"].rationale
 
@@ -133,7 +136,7 @@ def test_harm_is_applied_even_from_an_unreliable_fit():
 def test_missing_estimate_is_not_evaluable_and_blocks_go():
     est = _estimates()
     del est["primary_bayes"]
-    d = decide(_protocol(), est, {"phq9_item9": _safety(), **_process_safety()})
+    d = decide(_protocol(), est, SAFE)
     c = _by_id(d)["bayes_benefit"]
     assert c.met is None and c.observed is None and d.outcome == "no_go"
 
@@ -153,7 +156,7 @@ def _with_interim(p):
 
 def test_interim_without_stopping_is_continue():
     est = _estimates(primary_ancova=_freq(est=-1.0, lo=-2.5, hi=0.5, p=0.2))
-    d = decide(_protocol(_with_interim), est, {"phq9_item9": _safety(), **_process_safety()}, look="interim")
+    d = decide(_protocol(_with_interim), est, SAFE, look="interim")
     assert d.outcome == "continue" and not d.final
     assert {c.id for c in d.criteria} == {"interim_efficacy", "interim_futility"}
 
@@ -171,18 +174,18 @@ def test_protocol_labels_are_used():
     def labels(p):
         p["decision"]["labels"] = {"go": "ADOPT", "no_go": "DO NOT ADOPT",
                                    "stop_for_harm": "HALT", "continue": "KEEP GOING"}
-    d = decide(_protocol(labels), _estimates(), {"phq9_item9": _safety(), **_process_safety()})
+    d = decide(_protocol(labels), _estimates(), SAFE)
     assert d.label == "ADOPT" and d.outcome == "go"
 
 
 def test_exploratory_decision_is_stamped():
-    d = decide(_protocol(), _estimates(), {"phq9_item9": _safety(), **_process_safety()}, exploratory=True)
+    d = decide(_protocol(), _estimates(), SAFE, exploratory=True)
     assert d.display_label == "EXPLORATORY GO"
     assert d.rationale.startswith("EXPLORATORY")
 
 
 def test_decision_round_trips_through_dict():
-    d = decide(_protocol(), _estimates(), {"phq9_item9": _safety(), **_process_safety()})
+    d = decide(_protocol(), _estimates(), SAFE)
     assert Decision.from_dict(d.to_dict()) == d
     assert "superiority" in d.to_frame().index
     assert "GO" in d._repr_html_()
@@ -190,14 +193,14 @@ def test_decision_round_trips_through_dict():
 
 def test_missed_escalation_stops_for_harm():
     d = decide(_protocol(), _estimates(),
-               {"phq9_item9": _safety(), **_process_safety(missed=1.0)})
+               {**SAFE, **_process_safety(missed=1.0)})
     assert d.outcome == "stop_for_harm"
     assert _by_id(d)["harm_missed_escalation"].met is True
 
 
 def test_slow_escalation_stops_for_harm():
     d = decide(_protocol(), _estimates(),
-               {"phq9_item9": _safety(), **_process_safety(within=0.85)})
+               {**SAFE, **_process_safety(within=0.85)})
     assert d.outcome == "stop_for_harm"
     assert "harm_slow_escalation" in d.rationale
 
@@ -210,5 +213,5 @@ def test_responder_criterion_reads_responder_estimates():
     rd = Estimate("phq9_response", "phq9_response", "exact", "risk_difference_newcombe",
                   0.2, 0.05, 0.1, 0.3, 0.95)
     d = decide(_protocol(responder_rule), _estimates(),
-               {"phq9_item9": _safety(), **_process_safety()}, responders={"phq9_response": rd})
+               SAFE, responders={"phq9_response": rd})
     assert _by_id(d)["more_responders"].met is True and d.outcome == "go"

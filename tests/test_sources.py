@@ -503,3 +503,89 @@ def test_damaged_files_are_one_line(tmp_path):
         with pytest.raises(DataError) as info:
             read_source(tmp_path / name)
         assert _one_line(info.value).startswith(f"{tmp_path / name}: cannot read")
+
+
+# --------------------------------------------------------------------------- through the protocol
+
+
+def _analysis_dataset(protocol_path: Path, source: Path) -> pd.DataFrame:
+    from trials.data import read_data
+    from trials.protocol import load_protocol
+    from trials.stages import score_outcomes
+
+    protocol = load_protocol(protocol_path)
+    return score_outcomes(protocol, read_data([source], protocol).frame)
+
+
+def _spec(path: Path, spec: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    from trials.demo import write_demo_study
+
+    return write_demo_study(tmp_path_factory.mktemp("equivalence") / "study", n=40, seed=11)
+
+
+def _all_sources(study, folder: Path, sql_url: str | None) -> dict[str, Path]:
+    protocol, csv_path = study
+    visits = pd.read_csv(csv_path)
+    for c in visits.columns:
+        if pd.api.types.is_float_dtype(visits[c]):
+            visits[c] = visits[c].astype("Int64")
+    parquet = folder / "demo.parquet"
+    pd.read_csv(csv_path).to_parquet(parquet)
+    records, dictionary = _demo_redcap(visits, folder)
+    sources = {
+        "csv": csv_path,
+        "parquet": parquet,
+        "redcap": _spec(folder / "redcap.yaml", {"redcap": {
+            "records": records.name, "dictionary": dictionary.name,
+            "event_visits": EVENT_VISITS, "visit_column": "week",
+            "field_map": {"record_id": "participant_id"}}}),
+    }
+    sqlite_url = f"sqlite:///{folder / 'demo.db'}"
+    _to_table(pd.read_csv(csv_path), sqlite_url, "visits")
+    sources["sqlite"] = _spec(folder / "sqlite.yaml", {"sql": {"url": sqlite_url,
+                                                               "table": "visits"}})
+    if sql_url:
+        table = f"demo_{uuid.uuid4().hex[:12]}"
+        _to_table(pd.read_csv(csv_path), sql_url, table)
+        sources["postgresql"] = _spec(folder / "pg.yaml", {"sql": {
+            "url": "${TRIALS_TEST_POSTGRES_URL}", "table": table}})
+    return sources
+
+
+def test_every_source_gives_the_identical_analysis_dataset(study, tmp_path):
+    sources = _all_sources(study, tmp_path, PG_URL)
+    if not PG_URL:
+        pytest.skip("PostgreSQL not started (run tests/services/postgres.sh); "
+                    "the other sources were built")
+    protocol = study[0]
+    reference = _analysis_dataset(protocol, sources.pop("csv"))
+    for name, path in sources.items():
+        got = _analysis_dataset(protocol, path)
+        pd.testing.assert_frame_equal(got, reference, obj=name)
+
+
+def test_file_sources_give_the_identical_analysis_dataset(study, tmp_path):
+    sources = _all_sources(study, tmp_path, None)
+    protocol = study[0]
+    reference = _analysis_dataset(protocol, sources.pop("csv"))
+    for name, path in sources.items():
+        pd.testing.assert_frame_equal(_analysis_dataset(protocol, path), reference, obj=name)
+
+
+def test_content_hash_is_the_same_for_every_format(study, tmp_path):
+    from trials.data import read_data
+    from trials.protocol import load_protocol
+
+    sources = _all_sources(study, tmp_path, None)
+    protocol = load_protocol(study[0])
+    hashes = {name: read_data([p], protocol).sources[0]["content_sha256"]
+              for name, p in sources.items() if name in ("csv", "parquet", "sqlite")}
+    assert len(set(hashes.values())) == 1, hashes

@@ -8,6 +8,8 @@ problem is found. Direct identifiers named in the protocol are dropped on readin
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +17,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from trials.errors import DataError
 from trials.io import sha256_file
 from trials.protocol import Protocol
 from trials.schema import schema_problems
-
-_SOURCE = "__source__"
-_ROW = "__row__"
+from trials.sources import read_source
+from trials.tables import _ROW, _SOURCE
 
 
 @dataclass(frozen=True)
@@ -40,46 +42,52 @@ def item_columns(protocol: Protocol, outcome_id: str) -> list[str]:
     return [protocol.data.item_pattern.format(outcome=outcome_id, item=i) for i in range(1, n + 1)]
 
 
-def _read_one(path: Path) -> pd.DataFrame:
-    suffix = path.suffix.lower()
+def read_input(path: str | Path) -> pd.DataFrame:
+    """A data file chosen by suffix (CSV, Parquet, Excel, SAS, SPSS, Stata), or a source
+    specification file (``.yaml``: a REDCap export or an SQL query) whose relative paths are
+    resolved against its own folder and whose ``${VARIABLES}`` come from the environment."""
+    path = Path(path)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return read_source(load_source_spec(path))
+    return read_source(path)
+
+
+def load_source_spec(path: Path) -> dict[str, Any]:
     try:
-        if suffix == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-            first_row = 2  # line 1 is the header
-        elif suffix in (".parquet", ".pq"):
-            frame = _as_text(pd.read_parquet(path))
-            first_row = 1
-        else:
-            raise DataError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
-    except DataError:
-        raise
-    except FileNotFoundError:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError:
         raise DataError(f"{path}: file not found") from None
-    except Exception as exc:  # a parser's own message, kept to one line
-        raise DataError(f"{path}: cannot read ({str(exc).splitlines()[0]})") from None
-    frame = frame.reset_index(drop=True)
-    frame[_SOURCE] = str(path)
-    frame[_ROW] = np.arange(first_row, first_row + len(frame))
-    return frame
-
-
-def _as_text(frame: pd.DataFrame) -> pd.DataFrame:
-    """Parquet keeps its own types; turn every cell into text as a CSV reader would, so the same
-    data give the same frame (and the same model terms) from either format."""
-    out = pd.DataFrame(index=frame.index)
-    for c in frame.columns:
-        col = frame[c]
-        text = col.astype(object).where(col.isna(), col.astype(str))
-        if pd.api.types.is_float_dtype(col):
-            whole = col.notna() & (col == col.round())
-            text = text.where(~whole, col.where(whole, 0).astype("int64").astype(str))
-        out[c] = text.where(text != "", None).where(col.notna(), None)
-    return out.astype("str")
+    except yaml.YAMLError:
+        raise DataError(f"{path}: not a valid YAML source specification") from None
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise DataError(f"{path}: a source specification has one key: redcap, sql or excel")
+    kind, options = next(iter(spec.items()))
+    if not isinstance(options, dict):
+        raise DataError(f"{path}: {kind}: expected a mapping of options")
+    resolved = dict(options)
+    for key in ("records", "dictionary", "path"):
+        if key in resolved and not Path(str(resolved[key])).is_absolute():
+            resolved[key] = str(path.parent / str(resolved[key]))
+    if "url" in resolved:
+        url = os.path.expandvars(str(resolved["url"]))
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            target = Path(url.removeprefix("sqlite:///"))
+            if not target.is_absolute():
+                url = "sqlite:///" + str(path.parent / target)
+        resolved["url"] = url
+    return {kind: resolved}
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """A table of text cells with its ``__source__`` and ``__row__`` bookkeeping dropped."""
-    return _read_one(Path(path)).drop(columns=[_SOURCE, _ROW])
+    return read_input(path).drop(columns=[_SOURCE, _ROW])
+
+
+def content_sha256(frame: pd.DataFrame) -> str:
+    """SHA-256 of a table's cells (bookkeeping left out), the same whatever format held them."""
+    body = frame.drop(columns=[c for c in (_SOURCE, _ROW) if c in frame.columns])
+    body = body.sort_values(list(body.columns[:3]), kind="stable") if len(body.columns) else body
+    return hashlib.sha256(body.to_csv(index=False).encode("utf-8")).hexdigest()
 
 
 def _where(frame: pd.DataFrame, mask: pd.Series | np.ndarray) -> list[str]:
@@ -91,7 +99,7 @@ def read_data(paths: Sequence[str | Path], protocol: Protocol) -> Intake:
     """Read and validate data files; raise :class:`DataError` listing every problem."""
     if not paths:
         raise DataError("no data files given")
-    frames = [_read_one(Path(p)) for p in paths]
+    frames = [read_input(p) for p in paths]
     problems: list[str] = []
     cols = protocol.data
     dropped: set[str] = set()
@@ -124,7 +132,8 @@ def read_data(paths: Sequence[str | Path], protocol: Protocol) -> Intake:
         for c in item_columns(protocol, outcome.id):
             data[c] = pd.to_numeric(data[c]).astype("Int64")
     sources = tuple(
-        {"file": Path(p).name, "sha256": sha256_file(p), "rows": int(len(f))}
+        {"file": Path(p).name, "sha256": sha256_file(p), "rows": int(len(f)),
+         "content_sha256": content_sha256(f)}
         for p, f in zip(paths, frames, strict=True)
     )
     keep = [cols.participant, cols.arm, cols.visit, *_participant_level(protocol)]
