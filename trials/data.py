@@ -42,13 +42,21 @@ def item_columns(protocol: Protocol, outcome_id: str) -> list[str]:
     return [protocol.data.item_pattern.format(outcome=outcome_id, item=i) for i in range(1, n + 1)]
 
 
+FILE_TYPES = (".csv", ".parquet", ".pq", ".xlsx", ".xlsm", ".sas7bdat", ".xpt", ".sav", ".zsav",
+              ".dta")
+
+
 def read_input(path: str | Path) -> pd.DataFrame:
     """A data file chosen by suffix (CSV, Parquet, Excel, SAS, SPSS, Stata), or a source
     specification file (``.yaml``: a REDCap export or an SQL query) whose relative paths are
     resolved against its own folder and whose ``${VARIABLES}`` come from the environment."""
     path = Path(path)
-    if path.suffix.lower() in (".yaml", ".yml"):
+    suffix = path.suffix.lower()
+    if suffix in (".yaml", ".yml"):
         return read_source(load_source_spec(path))
+    if suffix not in FILE_TYPES:
+        raise DataError(f"{path}: unsupported file type {suffix!r} (use {', '.join(FILE_TYPES)}, "
+                        "or a .yaml source specification for REDCap or SQL)")
     return read_source(path)
 
 
