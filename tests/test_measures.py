@@ -135,3 +135,32 @@ def test_flag_without_escalation_is_missed():
     overall = esc.summary.loc["overall"]
     assert overall["n_flags"] == 2 and overall["n_within_limit"] == 1
     assert overall["median_hours"] == pytest.approx(2.5)
+
+
+def test_log_missing_a_protocol_column_is_one_line(tmp_path):
+    from trials.measures import read_logs
+
+    path = tmp_path / "adverse_events.csv"
+    pd.DataFrame({"participant_id": ["a"], "term": ["headache"]}).to_csv(path, index=False)
+    with pytest.raises(DataError) as info:
+        read_logs({"adverse_events": path}, _protocol())
+    assert str(info.value) == (f"{path}: column(s) 'serious' missing from the adverse events "
+                               "log")
+
+
+def test_log_rows_are_numbered_as_in_the_file(tmp_path):
+    from trials.data import read_table
+
+    path = tmp_path / "log.csv"
+    pd.DataFrame({"a": [1, 2, 3]}).to_csv(path, index=False)
+    assert list(read_table(path).index) == [2, 3, 4]  # line 1 is the header
+
+
+def test_red_flag_id_cannot_shadow_a_safety_measure():
+    from trials.errors import ProtocolError
+
+    def clash(p):
+        p["safety"]["red_flags"][0]["id"] = "sae_any"
+        p["criteria"] = [c for c in p["criteria"] if c.get("safety") != "phq9_item9"]
+    with pytest.raises(ProtocolError, match="reserved for a safety measure"):
+        _protocol(clash)

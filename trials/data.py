@@ -88,7 +88,11 @@ def load_source_spec(path: Path) -> dict[str, Any]:
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """A table of text cells with its ``__source__`` and ``__row__`` bookkeeping dropped."""
-    return read_input(path).drop(columns=[_SOURCE, _ROW])
+    frame = read_input(path)
+    rows = frame[_ROW]
+    if pd.api.types.is_integer_dtype(rows):  # messages then name the row a person sees
+        frame.index = pd.Index(rows.to_numpy(), name="row")
+    return frame.drop(columns=[_SOURCE, _ROW])
 
 
 def content_sha256(frame: pd.DataFrame) -> str:

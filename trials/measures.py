@@ -25,7 +25,7 @@ from outcomes.escalation import match_escalations
 from outcomes.psychometrics import psychometrics_table
 from outcomes.scoring import keyed_items
 from trials.data import item_columns
-from trials.errors import DataError
+from trials.errors import AnalysisError, DataError
 from trials.protocol import Protocol, Responder, ResponderKind
 
 LOG_KINDS = ("escalations", "engagement", "adverse_events", "downtime", "clinician_ratings")
@@ -291,9 +291,12 @@ def _engagement_estimates(protocol: Protocol, scored: pd.DataFrame,
         versions = sorted(v for v in frame["ai_version"].dropna().unique())
         for version in versions:
             sub = frame[(frame["arm"] == control) | (frame["ai_version"] == version)]
-            est = fit_ancova(sub.reset_index(), AncovaSpec(
-                primary.estimand, f"version_{version}", primary.covariates,
-                primary.interval_level))
+            try:
+                est = fit_ancova(sub.reset_index(), AncovaSpec(
+                    primary.estimand, f"version_{version}", primary.covariates,
+                    primary.interval_level))
+            except AnalysisError:
+                continue  # exploratory: a version with no analysable outcome is left out
             out[f"version_{version}"] = _relabel(
                 est, "ancova_by_ai_version",
                 f"exploratory: participants mostly on {version} against all of {control}")
@@ -409,7 +412,31 @@ def read_logs(paths: Mapping[str, Any], protocol: Protocol) -> dict[str, pd.Data
     unknown = set(paths) - set(LOG_KINDS)
     if unknown:
         raise DataError(f"unknown log kind(s) {sorted(unknown)}; use {', '.join(LOG_KINDS)}")
-    return {kind: read_table(path) for kind, path in paths.items() if path is not None}
+    frames = {kind: read_table(path) for kind, path in paths.items() if path is not None}
+    for kind, frame in frames.items():
+        need = [c for c in _log_columns(protocol, kind) if c not in frame.columns]
+        if need:
+            raise DataError(f"{paths[kind]}: column(s) {', '.join(map(repr, need))} missing "
+                            f"from the {kind.replace('_', ' ')} log")
+    return frames
+
+
+def _log_columns(protocol: Protocol, kind: str) -> list[str]:
+    """Columns the protocol says a log has (items of clinician ratings are checked later)."""
+    esc, ae, eng = protocol.safety.escalation, protocol.safety.adverse_events, protocol.engagement
+    rel, cr = protocol.reliability, protocol.clinician_ratings
+    if kind == "escalations" and esc:
+        return [esc.participant, esc.visit, esc.contact_time, esc.outcome]
+    if kind == "adverse_events" and ae:
+        return [ae.participant, ae.term, ae.serious]
+    if kind == "engagement" and eng:
+        optional = [eng.duration_minutes, eng.ai_version, eng.failed]
+        return [eng.participant, eng.session_start, *[c for c in optional if c]]
+    if kind == "downtime" and rel:
+        return [rel.start, rel.end]
+    if kind == "clinician_ratings" and cr:
+        return [cr.clinician]
+    return []
 
 
 @dataclass(frozen=True)

@@ -276,6 +276,14 @@ class Safety(_Spec):
     escalation: EscalationLog | None = None
     adverse_events: AdverseEventLog | None = None
 
+    @model_validator(mode="after")
+    def _reserved(self) -> Safety:
+        reserved = {"missed_escalations", "escalation_within_limit", "ae_any", "sae_any"}
+        for i, f in enumerate(self.red_flags):
+            if f.id in reserved:
+                raise ValueError(f"red_flags.{i}.id: {f.id!r} is reserved for a safety measure")
+        return self
+
     def measure_ids(self) -> set[str]:
         """Ids a harm criterion may name under ``safety``."""
         ids = {f.id for f in self.red_flags}

@@ -172,7 +172,11 @@ def measures_summary(protocol: Protocol, m: Measures, k: int) -> dict[str, Any]:
          "visit": by_id[rid].visit, "estimate": _public_estimate(est, k)}
         for rid, est in m.responders.items()
     ]
-    out["psychometrics"] = {oid: _records(t) for oid, t in m.psychometrics.items()}
+    out["psychometrics"] = {
+        oid: [{**r, **{c: _cell(int(r[c]), k) for c in ("n", "n_complete") if c in r}}
+              for r in _records(t)]
+        for oid, t in m.psychometrics.items()
+    }
     if m.escalation is not None:
         counts = ["n_flags", "n_escalated", "n_contacted", "n_within_limit", "n_missed",
                   "n_log_without_flag"]
