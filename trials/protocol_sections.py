@@ -1,0 +1,442 @@
+"""The protocol's sections: typed, frozen records validated on reading.
+
+:mod:`trials.protocol` assembles them into the :class:`~trials.protocol.Protocol` and checks the
+references between sections. Every field is documented in ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$", max_length=64)]
+# A number that must be finite: a NaN threshold could never be met and would silently switch
+# a rule off.
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- design
+
+
+class Arm(_Spec):
+    id: Identifier
+    label: str
+    control: bool = False
+    ratio: int = Field(1, ge=1, description="Allocation weight of this arm (1:1 by default).")
+
+
+class Look(_Spec):
+    id: Identifier
+    information_fraction: float = Field(gt=0, le=1)
+
+
+class Design(_Spec):
+    type: Literal["parallel"] = "parallel"
+    arms: tuple[Arm, ...] = Field(min_length=2, max_length=2,
+                                  description="v1 runs two-arm trials: one control arm.")
+    strata: tuple[Identifier, ...] = ()
+    planned_size: int = Field(gt=0)
+    looks: tuple[Look, ...] = Field((Look(id="final", information_fraction=1.0),), min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Design:
+        ids = [a.id for a in self.arms]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"arm ids must be unique, got {ids}")
+        if sum(a.control for a in self.arms) != 1:
+            raise ValueError("exactly one arm must have control: true")
+        look_ids = [lk.id for lk in self.looks]
+        if len(set(look_ids)) != len(look_ids):
+            raise ValueError(f"look ids must be unique, got {look_ids}")
+        fractions = [lk.information_fraction for lk in self.looks]
+        increasing = all(a < b for a, b in zip(fractions, fractions[1:], strict=False))
+        if not increasing or fractions[-1] != 1.0:
+            raise ValueError("looks must be in strictly increasing information_fraction "
+                             "ending at 1.0")
+        return self
+
+    @property
+    def control_arm(self) -> Arm:
+        return next(a for a in self.arms if a.control)
+
+    @property
+    def final_look(self) -> str:
+        return self.looks[-1].id
+
+
+# --------------------------------------------------------------------------- data layout
+
+
+class DataColumns(_Spec):
+    participant: str = "participant_id"
+    arm: str = "arm"
+    visit: str = "visit"
+    item_pattern: str = Field(
+        "{outcome}_{item}",
+        description="Column name of an item; {outcome} is the outcome id, {item} its number.",
+    )
+    participant_columns: tuple[str, ...] = Field(
+        (), description="Participant-level columns (demographics) that must be constant per ID."
+    )
+    completed_at: str | None = Field(
+        None, description="Column with the date-time a visit's questionnaires were completed "
+        "(needed to time escalations of red flags)."
+    )
+
+    @field_validator("item_pattern")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        if "{item}" not in v:
+            raise ValueError("item_pattern must contain {item}")
+        return v
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+class Outcome(_Spec):
+    id: Identifier
+    instrument: str = Field(description="A library instrument or one declared under "
+                            "`instruments`.")
+    visits: tuple[int, ...] = Field(min_length=1)
+    baseline_visit: int | None = Field(
+        None, description="Visit of the pre-randomisation measurement; none for measures taken "
+        "only after treatment (satisfaction, usability).")
+
+    @model_validator(mode="after")
+    def _check(self) -> Outcome:
+        if self.baseline_visit is not None and self.baseline_visit not in self.visits:
+            raise ValueError(f"baseline_visit {self.baseline_visit} is not one of visits")
+        if list(self.visits) != sorted(set(self.visits)):
+            raise ValueError("visits must be increasing and unique")
+        return self
+
+
+# --------------------------------------------------------------------------- estimands (ICH E9(R1))
+
+
+class IntercurrentEventStrategy(StrEnum):
+    treatment_policy = "treatment_policy"
+    hypothetical = "hypothetical"
+    composite = "composite"
+    while_on_treatment = "while_on_treatment"
+    principal_stratum = "principal_stratum"
+
+
+class IntercurrentEvent(_Spec):
+    event: str
+    strategy: IntercurrentEventStrategy
+    note: str = ""
+
+
+class Variable(_Spec):
+    outcome: Identifier
+    visit: int
+    measure: Literal["score", "change"] = "score"
+
+
+class Treatment(_Spec):
+    arm: Identifier
+    comparator: Identifier
+
+
+class Estimand(_Spec):
+    id: Identifier
+    label: str
+    population: str = Field(description="Analysis population, e.g. all randomised participants.")
+    variable: Variable
+    treatment: Treatment
+    intercurrent_events: tuple[IntercurrentEvent, ...] = ()
+    summary: Literal["difference_in_means"] = "difference_in_means"
+    clinically_important_difference: Finite | None = Field(
+        None, description="Smallest between-arm difference that matters, in outcome units, signed."
+    )
+
+
+# --------------------------------------------------------------------------- analyses
+
+
+class NormalPrior(_Spec):
+    distribution: Literal["normal"] = "normal"
+    mean: Finite = 0.0
+    sd: float = Field(gt=0, allow_inf_nan=False)
+
+
+class HalfNormalPrior(_Spec):
+    distribution: Literal["half_normal"] = "half_normal"
+    sd: float = Field(gt=0, allow_inf_nan=False)
+
+
+class BayesPrior(_Spec):
+    """Priors of the Bayesian ANCOVA, on the outcome's own scale."""
+
+    treatment_effect: NormalPrior = NormalPrior(mean=0.0, sd=10.0)
+    coefficients: NormalPrior = NormalPrior(mean=0.0, sd=10.0)
+    intercept: NormalPrior = NormalPrior(mean=0.0, sd=30.0)
+    residual_sd: HalfNormalPrior = HalfNormalPrior(sd=10.0)
+
+
+class Sampler(_Spec):
+    draws: int = Field(1000, ge=10)
+    tune: int = Field(1000, ge=10)
+    chains: int = Field(4, ge=1)
+    target_accept: float = Field(0.9, gt=0, lt=1)
+    seed: int = 20261127
+
+
+class Diagnostics(_Spec):
+    """Thresholds of the diagnostics gate: a fit outside them cannot support a GO."""
+
+    max_rhat: float = 1.01
+    min_ess_bulk: float = 400
+    min_ess_tail: float = 400
+    max_divergences: int = 0
+
+
+class Analysis(_Spec):
+    id: Identifier
+    estimand: Identifier
+    engine: Literal["frequentist", "bayesian"]
+    model: Literal["ancova"] = "ancova"
+    covariates: tuple[str, ...] = Field(
+        ("baseline",),
+        description="'baseline' is the outcome at its baseline visit; other names are columns.",
+    )
+    interval_level: float = Field(0.95, gt=0, lt=1)
+    prior: BayesPrior | None = None
+    sampler: Sampler | None = None
+    diagnostics: Diagnostics | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Analysis:
+        if self.engine == "frequentist" and (self.prior or self.sampler):
+            raise ValueError("prior and sampler apply only to engine: bayesian")
+        if self.engine == "bayesian" and self.prior is None:
+            raise ValueError("engine: bayesian needs a stated prior")
+        return self
+
+
+# --------------------------------------------------------------------------- safety
+
+
+class RedFlag(_Spec):
+    id: Identifier
+    label: str
+    outcome: Identifier
+    item: int = Field(ge=1)
+    at_least: int = Field(1, ge=0)
+    window: Literal["post_baseline", "any"] = "post_baseline"
+
+
+class EscalationLog(_Spec):
+    """Every red flag must be escalated to a clinician; the log records when contact was made."""
+
+    limit_hours: float = Field(24.0, gt=0, allow_inf_nan=False)
+    required: bool = True
+    participant: str = "participant_id"
+    visit: str = "visit"
+    contact_time: str = "contact_time"
+    outcome: str = "outcome"
+
+
+class AdverseEventLog(_Spec):
+    required: bool = True
+    participant: str = "participant_id"
+    term: str = "term"
+    serious: str = "serious"
+    interval_level: float = Field(0.95, gt=0, lt=1)
+
+
+class Safety(_Spec):
+    red_flags: tuple[RedFlag, ...] = ()
+    escalation: EscalationLog | None = None
+    adverse_events: AdverseEventLog | None = None
+
+    @model_validator(mode="after")
+    def _reserved(self) -> Safety:
+        reserved = {"missed_escalations", "escalation_within_limit", "ae_any", "sae_any"}
+        for i, f in enumerate(self.red_flags):
+            if f.id in reserved:
+                raise ValueError(f"red_flags.{i}.id: {f.id!r} is reserved for a safety measure")
+        return self
+
+    def measure_ids(self) -> set[str]:
+        """Ids a harm criterion may name under ``safety``."""
+        ids = {f.id for f in self.red_flags}
+        if self.escalation is not None:
+            ids |= {"missed_escalations", "escalation_within_limit"}
+        if self.adverse_events is not None:
+            ids |= {"ae_any", "sae_any"}
+        return ids
+
+
+# --------------------------------------------------------------------------- engagement
+
+
+class Engagement(_Spec):
+    """Use of the intervention (dose) and the AI model version, from a session log."""
+
+    required: bool = True
+    participant: str = "participant_id"
+    session_start: str = "session_start"
+    duration_minutes: str | None = "duration_minutes"
+    ai_version: str | None = "ai_version"
+    failed: str | None = "failed"
+
+
+class Reliability(_Spec):
+    """System reliability: an incident log of service downtime, over a stated period."""
+
+    required: bool = True
+    start: str = "start"
+    end: str = "end"
+    period_start: str = Field(description="ISO date-time the service period starts.")
+    period_end: str = Field(description="ISO date-time the service period ends.")
+
+    @model_validator(mode="after")
+    def _period(self) -> Reliability:
+        import datetime as dt
+
+        try:
+            a = dt.datetime.fromisoformat(self.period_start)
+            b = dt.datetime.fromisoformat(self.period_end)
+        except ValueError:
+            raise ValueError("period_start and period_end must be ISO date-times") from None
+        if b <= a:
+            raise ValueError("period_end must be after period_start")
+        return self
+
+
+class ClinicianRatings(_Spec):
+    """Clinicians' ratings of the intervention on a (library or declared) instrument."""
+
+    required: bool = True
+    clinician: str = "clinician_id"
+    instrument: str
+    item_pattern: str = "{instrument}_{item}"
+
+
+# --------------------------------------------------------------------------- responders
+
+
+class ResponderKind(StrEnum):
+    response = "response"
+    remission = "remission"
+    caseness = "caseness"
+    reliable_improvement = "reliable_improvement"
+    reliable_deterioration = "reliable_deterioration"
+    recovery = "recovery"
+    reliable_recovery = "reliable_recovery"
+    mcid = "mcid"
+
+
+class Responder(_Spec):
+    """A clinical change definition, reported by arm with a risk difference."""
+
+    id: Identifier
+    label: str = ""
+    kind: ResponderKind
+    outcome: Identifier
+    paired_outcome: Identifier | None = Field(
+        None, description="Second measure for recovery / reliable recovery (e.g. GAD-7).")
+    visit: int
+    threshold: Finite | None = Field(None, description="Remission or caseness cut-off; "
+                                     "defaults to the instrument's.")
+    mcid: Finite | None = Field(None, gt=0)
+    fraction: float = Field(0.5, gt=0, lt=1, description="Reduction that counts as response.")
+
+
+# --------------------------------------------------------------------------- privacy
+
+
+class Privacy(_Spec):
+    direct_identifiers: tuple[str, ...] = Field(
+        (), description="Columns dropped at intake and never read further."
+    )
+    pseudonymise_ids: bool = True
+    small_cell_threshold: int = Field(5, ge=1)
+    share_analysis_dataset: bool = False
+
+
+# --------------------------------------------------------------------------- criteria
+
+
+class Comparator(StrEnum):
+    lt = "<"
+    le = "<="
+    gt = ">"
+    ge = ">="
+
+    @property
+    def func(self) -> Callable[[float, float], bool]:
+        return {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}[
+            self.value
+        ]
+
+
+class Statistic(StrEnum):
+    estimate = "estimate"
+    ci_lower = "ci_lower"
+    ci_upper = "ci_upper"
+    p_value = "p_value"
+    posterior_probability = "posterior_probability"
+
+
+class CriterionKind(StrEnum):
+    success = "success"
+    futility = "futility"
+    harm = "harm"
+
+
+class Criterion(_Spec):
+    """One predefined rule. Exactly one of ``analysis`` or ``safety`` names what it reads.
+
+    For ``statistic: posterior_probability`` the rule reads P(effect ``comparator`` threshold) and
+    is met when that probability is at least ``probability``. Otherwise it is met when
+    ``statistic comparator threshold`` holds.
+    """
+
+    id: Identifier
+    kind: CriterionKind
+    label: str = ""
+    analysis: Identifier | None = None
+    safety: Identifier | None = None
+    responder: Identifier | None = None
+    statistic: Statistic
+    comparator: Comparator
+    threshold: Finite
+    probability: float | None = Field(None, gt=0, lt=1)
+    look: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Criterion:
+        if sum(x is not None for x in (self.analysis, self.safety, self.responder)) != 1:
+            raise ValueError("name exactly one of analysis, safety or responder")
+        if self.statistic == Statistic.posterior_probability and self.probability is None:
+            raise ValueError("statistic posterior_probability needs probability")
+        if self.statistic != Statistic.posterior_probability and self.probability is not None:
+            raise ValueError("probability applies only to statistic posterior_probability")
+        if self.analysis is None and self.statistic == Statistic.posterior_probability:
+            raise ValueError("only bayesian analyses have a posterior_probability")
+        return self
+
+
+class DecisionLabels(_Spec):
+    go: str = "GO"
+    no_go: str = "NO-GO"
+    stop_for_harm: str = "STOP-FOR-HARM"
+    continue_: str = Field("CONTINUE", alias="continue")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class DecisionRules(_Spec):
+    labels: DecisionLabels = DecisionLabels()
