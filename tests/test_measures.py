@@ -92,10 +92,23 @@ def test_downtime_is_clipped_to_the_period_and_overlaps_merged():
     assert out["incidents"] == 3
 
 
-def test_downtime_end_before_start_is_one_line_error():
-    log = pd.DataFrame({"start": ["2026-02-01T05:00"], "end": ["2026-02-01T04:00"]})
-    with pytest.raises(DataError, match="row 2"):
-        reliability_measures(_protocol(), log)
+def test_downtime_end_before_start_names_the_file_row(tmp_path):
+    from trials.data import read_table
+
+    path = tmp_path / "downtime.csv"
+    pd.DataFrame({"start": ["2026-02-01T03:00", "2026-02-01T05:00"],
+                  "end": ["2026-02-01T04:00", "2026-02-01T04:00"]}).to_csv(path, index=False)
+    with pytest.raises(DataError, match="row 3: start and end"):
+        reliability_measures(_protocol(), read_table(path))
+
+
+def test_downtime_mixing_time_zones_is_one_line_error():
+    def utc_period(p):
+        p["reliability"]["period_start"] = "2026-01-05T00:00+00:00"
+        p["reliability"]["period_end"] = "2026-09-30T23:59+00:00"
+    log = pd.DataFrame({"start": ["2026-02-01T03:00"], "end": ["2026-02-01T04:00"]})
+    with pytest.raises(DataError, match="time zone"):
+        reliability_measures(_protocol(utc_period), log)
 
 
 def test_clinician_ratings_scored_on_the_declared_instrument():

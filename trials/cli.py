@@ -92,7 +92,9 @@ def check_data(protocol: Path, data: list[Path]) -> None:
 @_guard
 def run(
     protocol: Path,
-    data: list[Path] = typer.Option(..., "--data", help="Data file(s), CSV or Parquet."),
+    data: list[Path] = typer.Option(
+        ..., "--data", help="Data file(s): CSV, Parquet, Excel, SAS, SPSS, Stata, or a .yaml "
+        "REDCap / SQL source specification."),
     out: Path = typer.Option(..., help="Run directory (replaced only on success)."),
     look: str | None = typer.Option(None, help="Look id (default: the final look)."),
     exploratory: bool = typer.Option(False, help="Run an unlocked or changed protocol; every "

@@ -91,7 +91,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     frame = read_input(path)
     rows = frame[_ROW]
     if pd.api.types.is_integer_dtype(rows):  # messages then name the row a person sees
-        frame.index = pd.Index(rows.to_numpy(), name="row")
+        frame.index = pd.Index([int(r) for r in rows], name="row")
     return frame.drop(columns=[_SOURCE, _ROW])
 
 

@@ -346,16 +346,20 @@ def reliability_measures(protocol: Protocol, log: pd.DataFrame | None) -> dict[s
         if cfg.required:
             raise DataError("reliability: the protocol requires a downtime log (--downtime FILE)")
         return None
-    start = pd.to_datetime(log[cfg.start], errors="coerce", format="ISO8601")
-    end = pd.to_datetime(log[cfg.end], errors="coerce", format="ISO8601")
-    bad = start.isna() | end.isna() | (end < start)
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0]) + 2
-        raise DataError(f"downtime log: row {row}: start and end must be date-times with "
-                        "end not before start")
-    p0, p1 = pd.Timestamp(cfg.period_start), pd.Timestamp(cfg.period_end)
-    spans = sorted((max(a, p0), min(b, p1)) for a, b in zip(start, end, strict=True)
-                   if b > p0 and a < p1)
+    try:
+        start = pd.to_datetime(log[cfg.start], errors="coerce", format="ISO8601")
+        end = pd.to_datetime(log[cfg.end], errors="coerce", format="ISO8601")
+        bad = start.isna() | end.isna() | (end < start)
+        if bad.any():
+            row = log.index[int(np.flatnonzero(bad.to_numpy())[0])]
+            raise DataError(f"downtime log: row {row}: start and end must be date-times with "
+                            "end not before start")
+        p0, p1 = pd.Timestamp(cfg.period_start), pd.Timestamp(cfg.period_end)
+        spans = sorted((max(a, p0), min(b, p1)) for a, b in zip(start, end, strict=True)
+                       if b > p0 and a < p1)
+    except (TypeError, ValueError) as exc:
+        raise DataError("downtime log: mix of date-times with and without a time zone "
+                        f"(use one style for the log and the period): {exc}") from None
     merged: list[list[pd.Timestamp]] = []
     for a, b in spans:
         if merged and a <= merged[-1][1]:
@@ -396,7 +400,7 @@ def clinician_rating_measures(protocol: Protocol,
     k = protocol.privacy.small_cell_threshold
     n = int(len(totals))
     enough = n >= k
-    return {"instrument": inst.name, "clinicians": n if enough else f"<{k}",
+    return {"instrument": inst.name, "clinicians": n if enough or n == 0 else f"<{k}",
             "mean": float(totals.mean()) if enough else None,
             "sd": float(totals.std(ddof=1)) if enough and n > 1 else None,
             "median": float(totals.median()) if enough else None,

@@ -323,6 +323,17 @@ class ClinicianRatings(_Spec):
     instrument: str
     item_pattern: str = "{instrument}_{item}"
 
+    @field_validator("item_pattern")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        import string
+
+        names = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
+        if "item" not in names or not names <= {"item", "instrument"}:
+            raise ValueError("item_pattern must contain {item} and may contain {instrument}, "
+                             "nothing else in braces")
+        return v
+
 
 # --------------------------------------------------------------------------- responders
 

@@ -162,6 +162,14 @@ def _share_or_none(x: int, n: int, k: int) -> float | None:
     return x / n
 
 
+def _psychometrics_row(row: dict[str, Any], k: int) -> dict[str, Any]:
+    counts = {c: _cell(int(row[c]), k) for c in ("n", "n_complete") if c in row}
+    out = {**row, **counts}
+    if any(isinstance(v, str) for v in counts.values()) and out.get("notes"):
+        out["notes"] = f"fewer than {k} respondents"  # notes may name the small count
+    return out
+
+
 def measures_summary(protocol: Protocol, m: Measures, k: int) -> dict[str, Any]:
     """Responders, psychometrics, escalation, adverse events and engagement, as shared."""
     out: dict[str, Any] = {}
@@ -172,11 +180,8 @@ def measures_summary(protocol: Protocol, m: Measures, k: int) -> dict[str, Any]:
          "visit": by_id[rid].visit, "estimate": _public_estimate(est, k)}
         for rid, est in m.responders.items()
     ]
-    out["psychometrics"] = {
-        oid: [{**r, **{c: _cell(int(r[c]), k) for c in ("n", "n_complete") if c in r}}
-              for r in _records(t)]
-        for oid, t in m.psychometrics.items()
-    }
+    out["psychometrics"] = {oid: [_psychometrics_row(r, k) for r in _records(t)]
+                            for oid, t in m.psychometrics.items()}
     if m.escalation is not None:
         counts = ["n_flags", "n_escalated", "n_contacted", "n_within_limit", "n_missed",
                   "n_log_without_flag"]
