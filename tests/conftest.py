@@ -13,6 +13,24 @@ os.environ.setdefault("TRIALS_PSEUDONYM_KEY", "test-key-not-secret")
 REFERENCE = Path(__file__).parent / "reference"
 
 
+@pytest.fixture(scope="session")
+def ancova_frame():
+    """tests/reference/ancova_data.csv with the treatment indicator (R lm reference input)."""
+    import pandas as pd
+
+    data = pd.read_csv(REFERENCE / "ancova_data.csv")
+    data["treated"] = (data["arm"] == "ai_cbt").astype(int)
+    return data
+
+
+@pytest.fixture(scope="session")
+def r_lm_arm():
+    """R lm's row for the treatment term (tests/reference/ancova_lm.csv, R 4.2.2)."""
+    import pandas as pd
+
+    return pd.read_csv(REFERENCE / "ancova_lm.csv").set_index("term").loc["armai_cbt"]
+
+
 @pytest.fixture
 def demo_study(tmp_path: Path) -> tuple[Path, Path]:
     """The demo protocol (unlocked) and its simulated data: (protocol.yaml, data/demo.csv)."""

@@ -7,7 +7,6 @@ pull of the prior) of the least-squares estimate, and the posterior SD near its 
 
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 
 from analysis.bayes_ancova import (
@@ -17,40 +16,27 @@ from analysis.bayes_ancova import (
     SamplerSettings,
     fit_bayes_ancova,
 )
-from tests.conftest import REFERENCE
 
 COVS = ("baseline", "practice", "severity_stratum")
 
 
 @pytest.fixture(scope="module")
-def frame() -> pd.DataFrame:
-    data = pd.read_csv(REFERENCE / "ancova_data.csv")
-    data["treated"] = (data["arm"] == "ai_cbt").astype(int)
-    return data
-
-
-@pytest.fixture(scope="module")
-def r_arm() -> pd.Series:
-    return pd.read_csv(REFERENCE / "ancova_lm.csv").set_index("term").loc["armai_cbt"]
-
-
-@pytest.fixture(scope="module")
-def weak(frame):
+def weak(ancova_frame):
     spec = BayesAncovaSpec("primary", "bayes", COVS, prior=Prior(effect_sd=100, coef_sd=100),
                            sampler=SamplerSettings(draws=600, tune=600, chains=2, seed=11),
                            gate=DiagnosticsGate(min_ess_bulk=200, min_ess_tail=200),
                            probabilities=(("<", 0.0), ("<", -2.0)))
-    return fit_bayes_ancova(frame, spec)
+    return fit_bayes_ancova(ancova_frame, spec)
 
 
-def test_weak_prior_posterior_mean_agrees_with_r_lm(weak, r_arm):
+def test_weak_prior_posterior_mean_agrees_with_r_lm(weak, r_lm_arm):
     e = weak.estimate
     mcse = e.diagnostics["mcse_effect"]
-    assert abs(e.estimate - r_arm["estimate"]) < 4 * mcse + 0.02
+    assert abs(e.estimate - r_lm_arm["estimate"]) < 4 * mcse + 0.02
 
 
-def test_weak_prior_posterior_sd_near_r_standard_error(weak, r_arm):
-    assert weak.estimate.std_error == pytest.approx(r_arm["std_error"], rel=0.15)
+def test_weak_prior_posterior_sd_near_r_standard_error(weak, r_lm_arm):
+    assert weak.estimate.std_error == pytest.approx(r_lm_arm["std_error"], rel=0.15)
 
 
 def test_posterior_probabilities_requested_by_criteria(weak):
@@ -69,25 +55,25 @@ def test_weak_prior_fit_passes_its_gate(weak):
     assert "Normal(0, 100)" in e.details["prior"]
 
 
-def test_sceptical_prior_shrinks_towards_zero(frame, weak):
+def test_sceptical_prior_shrinks_towards_zero(ancova_frame, weak):
     spec = BayesAncovaSpec("primary", "bayes", COVS, prior=Prior(effect_sd=0.25),
                            sampler=SamplerSettings(draws=300, tune=300, chains=2, seed=11),
                            gate=DiagnosticsGate(min_ess_bulk=100, min_ess_tail=100))
-    shrunk = fit_bayes_ancova(frame, spec).estimate
+    shrunk = fit_bayes_ancova(ancova_frame, spec).estimate
     assert abs(shrunk.estimate) < abs(weak.estimate.estimate) / 2
 
 
-def test_too_short_sampling_fails_the_gate(frame):
+def test_too_short_sampling_fails_the_gate(ancova_frame):
     spec = BayesAncovaSpec("primary", "bayes", COVS,
                            sampler=SamplerSettings(draws=30, tune=30, chains=2, seed=3))
-    e = fit_bayes_ancova(frame, spec).estimate
+    e = fit_bayes_ancova(ancova_frame, spec).estimate
     assert not e.reliable
     assert any("diagnostics gate failed" in w and "ESS" in w for w in e.warnings)
 
 
-def test_same_seed_same_posterior(frame):
+def test_same_seed_same_posterior(ancova_frame):
     spec = BayesAncovaSpec("primary", "bayes", ("baseline",),
                            sampler=SamplerSettings(draws=100, tune=100, chains=2, seed=5))
-    a = fit_bayes_ancova(frame, spec).estimate
-    b = fit_bayes_ancova(frame, spec).estimate
+    a = fit_bayes_ancova(ancova_frame, spec).estimate
+    b = fit_bayes_ancova(ancova_frame, spec).estimate
     assert a.estimate == b.estimate and a.ci_lower == b.ci_lower

@@ -31,6 +31,16 @@ from trials.protocol import Protocol, Responder, ResponderKind
 LOG_KINDS = ("escalations", "engagement", "adverse_events", "downtime", "clinician_ratings")
 
 
+def _log_given(cfg: Any, log: pd.DataFrame | None, section: str, what: str,
+               option: str) -> bool:
+    """Whether a configured section has its log; a missing required log is an error."""
+    if log is not None:
+        return True
+    if cfg.required:
+        raise DataError(f"{section}: the protocol requires {what} ({option} FILE)")
+    return False
+
+
 def _arms(protocol: Protocol) -> tuple[str, str]:
     control = protocol.design.control_arm.id
     experimental = next(a.id for a in protocol.design.arms if not a.control)
@@ -148,12 +158,8 @@ def escalation_measures(protocol: Protocol, scored: pd.DataFrame,
                         log: pd.DataFrame | None) -> Escalation | None:
     """Match every red-flag visit to the escalation log and time clinician contact."""
     cfg = protocol.safety.escalation
-    if cfg is None:
-        return None
-    if log is None:
-        if cfg.required:
-            raise DataError("safety.escalation: the protocol requires an escalation log "
-                            "(--escalations FILE)")
+    if cfg is None or not _log_given(cfg, log, "safety.escalation", "an escalation log",
+                                     "--escalations"):
         return None
     flag_cols = [f"flag_{f.id}" for f in protocol.safety.red_flags]
     any_flag = scored[flag_cols].fillna(False).astype(bool).any(axis=1)
@@ -184,12 +190,8 @@ class AdverseEventResult:
 def adverse_event_measures(protocol: Protocol, scored: pd.DataFrame,
                            log: pd.DataFrame | None) -> AdverseEventResult | None:
     cfg = protocol.safety.adverse_events
-    if cfg is None:
-        return None
-    if log is None:
-        if cfg.required:
-            raise DataError("safety.adverse_events: the protocol requires an adverse-event log "
-                            "(--adverse-events FILE)")
+    if cfg is None or not _log_given(cfg, log, "safety.adverse_events", "an adverse-event log",
+                                     "--adverse-events"):
         return None
     experimental, control = _arms(protocol)
     arm_of = scored.groupby("participant", sort=False)["arm"].first()
@@ -231,12 +233,8 @@ def engagement_measures(protocol: Protocol, scored: pd.DataFrame,
     comparator (participants grouped by the version most of their sessions used).
     """
     cfg = protocol.engagement
-    if cfg is None:
-        return None
-    if log is None:
-        if cfg.required:
-            raise DataError("engagement: the protocol requires an engagement log "
-                            "(--engagement FILE)")
+    if cfg is None or not _log_given(cfg, log, "engagement", "an engagement log",
+                                     "--engagement"):
         return None
     log = log.rename(columns={cfg.participant: "participant", cfg.session_start: "start"})
     failed = (log[cfg.failed].astype(str).str.lower().isin(["true", "1", "yes"])
@@ -340,11 +338,7 @@ def reliability_measures(protocol: Protocol, log: pd.DataFrame | None) -> dict[s
     downtime counts twice.
     """
     cfg = protocol.reliability
-    if cfg is None:
-        return None
-    if log is None:
-        if cfg.required:
-            raise DataError("reliability: the protocol requires a downtime log (--downtime FILE)")
+    if cfg is None or not _log_given(cfg, log, "reliability", "a downtime log", "--downtime"):
         return None
     try:
         start = pd.to_datetime(log[cfg.start], errors="coerce", format="ISO8601")
@@ -379,12 +373,8 @@ def clinician_rating_measures(protocol: Protocol,
     from outcomes.scoring import score_instrument
 
     cfg = protocol.clinician_ratings
-    if cfg is None:
-        return None
-    if log is None:
-        if cfg.required:
-            raise DataError("clinician_ratings: the protocol requires a ratings log "
-                            "(--clinician-ratings FILE)")
+    if cfg is None or not _log_given(cfg, log, "clinician_ratings", "a ratings log",
+                                     "--clinician-ratings"):
         return None
     inst = protocol.instrument_named(cfg.instrument)
     key = cfg.instrument.lower().replace("-", "")
