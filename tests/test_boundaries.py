@@ -260,3 +260,28 @@ def test_invalid_harm_and_observed_path() -> None:
         design.compute(observed_rates=(0.5, 0.4))
     with pytest.raises(BoundaryError, match=r"^z, information:"):
         design.compute().repeated_confidence_intervals([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+
+
+def test_cli_prints_boundaries_as_json():
+    import json
+
+    from typer.testing import CliRunner
+
+    from trials.cli import app
+
+    result = CliRunner().invoke(app, ["design", "boundaries", "--looks", "0.5,1", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    # rpact 3.3.4 getDesignGroupSequential(kMax = 2, typeOfDesign = "asOF"): 2.962588, 1.968596
+    assert data["efficacy_z"] == pytest.approx([2.962588, 1.968596], abs=1e-4)
+
+
+def test_cli_bad_looks_is_one_line():
+    from typer.testing import CliRunner
+
+    from trials.cli import app
+
+    result = CliRunner().invoke(app, ["design", "boundaries", "--looks", "0.5,x"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("error: --looks: '0.5,x' is not a comma-separated list of "
+                                     "numbers")

@@ -16,6 +16,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Pre-registered evaluation of AI-enabled mental-health interventions.")
 audit_app = typer.Typer(no_args_is_help=True, help="The hash-chained audit log.")
 app.add_typer(audit_app, name="audit")
+design_app = typer.Typer(no_args_is_help=True, help="Design calculations.")
+app.add_typer(design_app, name="design")
 
 
 def _fail(exc: TrialsError) -> None:
@@ -156,6 +158,44 @@ def audit_verify(
     typer.echo(f"ok: {files.audit} intact ({head.seq} entries)")
 
 
+
+
+@design_app.command("boundaries")
+@_guard
+def design_boundaries(
+    looks: str = typer.Option(..., help="Information fractions, comma-separated, e.g. 0.5,1."),
+    alpha: float = typer.Option(0.025, help="One-sided type-I error."),
+    beta: float = typer.Option(0.2, help="Type-II error (1 - power)."),
+    efficacy: str = typer.Option("asOF", help="OF, P, asOF, asP, asKD or asHSD."),
+    gamma_a: float | None = typer.Option(None, help="Parameter of asKD / asHSD."),
+    futility: str | None = typer.Option(None, help="bsOF, bsP, bsKD or bsHSD."),
+    gamma_b: float | None = typer.Option(None, help="Parameter of bsKD / bsHSD."),
+    binding: bool = typer.Option(False, help="Binding futility."),
+    harm_z: float | None = typer.Option(None, help="Stop for harm when Z <= -HARM_Z."),
+    observed: str | None = typer.Option(None, help="Observed information fractions."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Group-sequential efficacy, futility and harm boundaries (numerical integration)."""
+    import json
+
+    from designs.boundaries import GroupSequentialDesign, HarmBoundary
+
+    def rates(text: str, option: str) -> tuple[float, ...]:
+        try:
+            return tuple(float(x) for x in text.split(","))
+        except ValueError:
+            raise TrialsError(f"--{option}: {text!r} is not a comma-separated list of "
+                              "numbers") from None
+
+    design = GroupSequentialDesign(
+        information_rates=rates(looks, "looks"), alpha=alpha, beta=beta, efficacy=efficacy,
+        gamma_a=gamma_a, futility=futility, gamma_b=gamma_b, binding_futility=binding,
+        harm=HarmBoundary(z=harm_z) if harm_z is not None else None)
+    result = design.compute(rates(observed, "observed") if observed else None)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True, allow_nan=False))
+    else:
+        typer.echo(result.to_frame().to_string())
 
 
 def main() -> None:  # pragma: no cover
