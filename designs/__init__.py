@@ -18,6 +18,15 @@ from designs.randomisation import (
     stratified_block_allocation,
     stratified_permuted_blocks,
 )
+from designs.sample_size import (
+    SampleSize,
+    design_effect,
+    n_clusters,
+    n_means,
+    n_proportions,
+    n_rates,
+    n_stepped_wedge,
+)
 
 __all__ = [
     "AllocationList",
@@ -25,8 +34,15 @@ __all__ = [
     "GroupSequentialDesign",
     "HarmBoundary",
     "Minimisation",
+    "SampleSize",
+    "design_effect",
     "balance_summary",
     "minimisation",
+    "n_clusters",
+    "n_means",
+    "n_proportions",
+    "n_rates",
+    "n_stepped_wedge",
     "permuted_blocks",
     "record_allocation",
     "simple_randomisation",
