@@ -236,9 +236,9 @@ def test_run_unknown_look_is_one_line(small_study, tmp_path):
     _lock(protocol)
 
     result = _trials("run", protocol, "--data", data, *_logs(data), "--out", tmp_path / "run",
-                     "--look", "interim")
+                     "--look", "week6")
 
-    _assert_error(result, "design.looks has no look 'interim'")
+    _assert_error(result, "design.looks has no look 'week6'")
 
 
 def test_installed_command_reports_one_line_without_traceback(small_study, tmp_path):

@@ -164,10 +164,10 @@ def test_interim_without_stopping_is_continue():
 def test_interim_efficacy_is_go_and_interim_futility_is_no_go():
     p = _protocol(_with_interim)
     go = decide(p, _estimates(primary_ancova=_freq(p=1e-6)), {}, look="interim")
-    assert go.outcome == "go"
+    assert go.outcome == "stop_efficacy" and go.label == "STOP-EFFICACY"
     fut = decide(p, _estimates(primary_ancova=_freq(est=0.4, lo=-1, hi=1.8, p=0.5)), {},
                  look="interim")
-    assert fut.outcome == "no_go"
+    assert fut.outcome == "stop_futility" and fut.label == "STOP-FUTILITY"
 
 
 def test_protocol_labels_are_used():

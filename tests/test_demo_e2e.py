@@ -32,7 +32,7 @@ def test_demo_decision_is_go_for_its_seed(demo_run):
     assert {c["id"] for c in d["criteria"]} == {"superiority", "bayes_benefit", "futility_cid",
                                                 "harm_worse", "harm_item9",
                                                 "harm_missed_escalation", "harm_slow_escalation",
-                                                "harm_serious_events"}
+                                                "harm_serious_events", "gs_efficacy", "gs_harm"}
 
 
 def test_bayesian_estimate_agrees_with_frequentist_within_monte_carlo_error(demo_run):
@@ -77,9 +77,10 @@ def test_no_participant_identifiers_in_any_shared_output(run_dir):
 
 def test_audit_log_records_lock_data_and_run(demo_run):
     log = AuditLog(demo_run.protocol.with_name("audit.jsonl"))
-    assert [e["event"] for e in log.entries()] == ["lock", "data_load", "run"]
+    # lock, then the interim look (data, run), then the final analysis (data, run)
+    assert [e["event"] for e in log.entries()] == ["lock", "data_load", "run", "data_load", "run"]
     run_meta = read_json(demo_run.run.run_dir / "run.json")
-    assert run_meta["audit_head"]["seq"] == 3
+    assert run_meta["audit_head"]["seq"] == 5
 
 
 def test_brief_shows_decision_renderer_and_no_errors(run_dir):
@@ -161,3 +162,25 @@ def test_psychometrics_show_positive_internal_consistency(demo_run):
     # keying was ignored.
     rows = demo_run.run.results["psychometrics"]["sus"]
     assert all(r["alpha"] is None or r["alpha"] > 0.7 for r in rows)
+
+
+def test_interim_look_continues_with_boundaries_and_an_open_report(demo_run):
+    interim = demo_run.interim
+    assert interim is not None and interim.decision.look == "interim"
+    assert interim.decision.outcome == "continue" and interim.decision.label == "CONTINUE"
+    gs = interim.results["monitoring"]["group_sequential"]
+    # asOF at the observed fraction (about 0.49 of 310): efficacy bound near 3.0, Z well below
+    assert 0.4 < gs["observed_fraction"] < 0.6
+    assert gs["efficacy_z"] > 2.8 and gs["z"] < gs["efficacy_z"]
+    assert gs["futility_z"] < gs["z"]
+    assert {c.id for c in interim.decision.criteria} == {"gs_efficacy", "gs_futility", "gs_harm"}
+    open_part = interim.results["monitoring"]["open"]
+    assert {"randomised", "with_primary_outcome", "primary_by_visit"} <= set(open_part)
+    assert all("arm" not in row for row in open_part["primary_by_visit"])
+
+
+def test_final_look_uses_the_spent_alpha(demo_run):
+    gs = demo_run.run.results["monitoring"]["group_sequential"]
+    # rpact 3.3.4 asOF, information rates 0.5 and 1: final critical value 1.9686. Earlier looks
+    # are taken at their planned fractions in this version (see trials.sequential).
+    assert gs["look"] == "final" and gs["efficacy_z"] == pytest.approx(1.9686, abs=0.01)

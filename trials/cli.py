@@ -50,6 +50,8 @@ def demo(
     from trials.demo import run_demo
 
     res = run_demo(out, n=n, seed=seed)
+    if res.interim is not None:
+        typer.echo(f"interim:  {res.interim.decision.display_label} ({res.interim.run_dir})")
     typer.echo(f"decision: {res.run.decision.display_label}")
     typer.echo(f"report:   {res.run.report}")
     typer.echo(f"bundle:   {res.run.bundle}")

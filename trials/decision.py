@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
@@ -30,6 +30,8 @@ class Outcome(StrEnum):
     no_go = "no_go"
     stop_for_harm = "stop_for_harm"
     continue_ = "continue"
+    stop_efficacy = "stop_efficacy"  # interim looks: stop early for benefit
+    stop_futility = "stop_futility"  # interim looks: stop early for futility
 
 
 _STAT_WORDS = {
@@ -158,8 +160,13 @@ def decide(
     look: str | None = None,
     exploratory: bool = False,
     responders: Mapping[str, Estimate] | None = None,
+    extra: Sequence[CriterionResult] = (),
 ) -> Decision:
-    """Evaluate the protocol's criteria at ``look`` (the final look by default)."""
+    """Evaluate the protocol's criteria at ``look`` (the final look by default).
+
+    ``extra`` holds criteria evaluated elsewhere, such as group-sequential boundaries
+    (:mod:`trials.sequential`); they count like the protocol's own.
+    """
     look = look or protocol.design.final_look
     final = look == protocol.design.final_look
     responders = responders or {}
@@ -172,6 +179,7 @@ def decide(
         return responders.get(c.responder or "")
 
     results = tuple(evaluate_criterion(c, target(c)) for c in protocol.criteria_at(look))
+    results += tuple(extra)
     harm = [r for r in results if r.kind == "harm" and r.met]
     success = [r for r in results if r.kind == "success"]
     futility = [r for r in results if r.kind == "futility" and r.met and r.counts_toward_decision]
@@ -181,14 +189,16 @@ def decide(
         outcome = Outcome.stop_for_harm
         why = "Harm criteria met: " + "; ".join(r.id for r in harm) + "."
     elif futility:
-        outcome = Outcome.no_go
+        outcome = Outcome.no_go if final else Outcome.stop_futility
         why = "Futility criteria met: " + "; ".join(r.id for r in futility) + "."
         if success_ok:
             why += (" The success criteria were met too: the benefit is statistically clear "
                     "but too small to matter clinically.")
     elif success_ok:
-        outcome = Outcome.go
+        outcome = Outcome.go if final else Outcome.stop_efficacy
         why = "Every success criterion was met and no futility or harm criterion was met."
+        if not final:
+            why += " The trial can stop early for benefit at this interim look."
     elif final:
         outcome = Outcome.no_go
         failed = [r.id for r in success if not (r.met and r.counts_toward_decision)]
@@ -199,7 +209,8 @@ def decide(
         why = "No stopping criterion was met at this interim look."
     label = {Outcome.go: labels.go, Outcome.no_go: labels.no_go,
              Outcome.stop_for_harm: labels.stop_for_harm,
-             Outcome.continue_: labels.continue_}[outcome]
+             Outcome.continue_: labels.continue_, Outcome.stop_efficacy: labels.stop_efficacy,
+             Outcome.stop_futility: labels.stop_futility}[outcome]
     if exploratory:
         why = ("EXPLORATORY: the protocol differs from its lock or is not locked, so this is not "
                "a confirmatory decision. " + why)

@@ -32,6 +32,7 @@ from trials.lock import StudyFiles, check_lock, lock_anchors, read_lock
 from trials.measures import compute_measures, read_logs
 from trials.privacy import load_or_create_key, pseudonymise
 from trials.protocol import Protocol, load_protocol
+from trials.sequential import monitor, open_summary
 from trials.stages import (
     Fits,
     analysis_frame,
@@ -127,9 +128,18 @@ def run_study(
     fits = fit_analyses(protocol, scored)
     measures = compute_measures(protocol, frame, scored, log_frames)
     safety = {**safety_estimates(protocol, scored), **measures.safety_estimates()}
+    monitoring = monitor(protocol, fits.estimates, look)
     decision = decide(protocol, fits.estimates, safety, look=look, exploratory=exploratory,
-                      responders=measures.responders)
+                      responders=measures.responders,
+                      extra=monitoring.criteria if monitoring else ())
     results = summarise(protocol, intake, scored, fits, safety, look, exploratory, measures)
+    if monitoring is not None:
+        primary = protocol.estimands[0].variable
+        results["monitoring"] = {
+            "group_sequential": monitoring.to_dict(),
+            "open": open_summary(scored, primary.outcome, primary.visit,
+                                 protocol.privacy.small_cell_threshold),
+        }
     results["data"]["logs"] = log_sources
     results_text = canonical_json(results)
     decision_doc = {"protocol": results["protocol"], **decision.to_dict()}

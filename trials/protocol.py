@@ -35,6 +35,7 @@ from trials.protocol_sections import (  # noqa: F401  (re-exported for callers)
     EscalationLog,
     Estimand,
     Finite,
+    GroupSequential,
     HalfNormalPrior,
     Identifier,
     IntercurrentEvent,
@@ -73,6 +74,7 @@ class Protocol(_Spec):
     instruments: tuple[dict[str, Any], ...] = Field(
         (), description="User-defined instruments, in the library's format.")
     responders: tuple[Responder, ...] = ()
+    group_sequential: GroupSequential | None = None
     engagement: Engagement | None = None
     reliability: Reliability | None = None
     clinician_ratings: ClinicianRatings | None = None
@@ -184,6 +186,15 @@ class Protocol(_Spec):
                 if c.statistic == Statistic.p_value and engine != "frequentist":
                     raise ValueError(f"criteria.{i}.statistic: p_value needs a frequentist "
                                      f"analysis, {c.analysis!r} is {engine}")
+        gs = self.group_sequential
+        if gs is not None:
+            if gs.analysis not in analyses:
+                raise _ref("group_sequential.analysis", gs.analysis, analyses)
+            if analyses[gs.analysis].engine != "frequentist":
+                raise ValueError("group_sequential.analysis: must name a frequentist analysis "
+                                 "(its Z statistic is monitored)")
+            if len(self.design.looks) < 2:
+                raise ValueError("group_sequential: design.looks needs at least two looks")
         for s in self.subgroups:
             if s not in self.data.participant_columns + self.design.strata:
                 raise ValueError(f"subgroups: {s!r} is not a participant column or stratum")

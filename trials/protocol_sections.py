@@ -72,6 +72,30 @@ class Design(_Spec):
         return self.looks[-1].id
 
 
+class GroupSequential(_Spec):
+    """Group-sequential monitoring of one frequentist analysis across the design's looks.
+
+    At each look the analysis's Z statistic (benefit positive) is compared with boundaries
+    computed by :mod:`designs.boundaries` at the information observed so far.
+    """
+
+    analysis: Identifier
+    direction: Literal["lower", "higher"] = Field(
+        "lower", description="Which sign of the estimate is benefit (lower: PHQ-9 falls).")
+    alpha: float = Field(0.025, gt=0, lt=0.5, description="One-sided type-I error.")
+    beta: float = Field(0.2, gt=0, lt=0.5)
+    efficacy: Literal["OF", "P", "asOF", "asP", "asKD", "asHSD"] = "asOF"
+    gamma_a: Finite | None = None
+    futility: Literal["bsOF", "bsP", "bsKD", "bsHSD"] | None = None
+    gamma_b: Finite | None = None
+    binding_futility: bool = False
+    harm_z: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                 description="Stop for harm when Z <= -harm_z.")
+    planned_analysed: int | None = Field(
+        None, gt=0, description="Participants expected with the primary outcome at the final "
+        "look (information is counted as a share of it); design.planned_size by default.")
+
+
 # --------------------------------------------------------------------------- data layout
 
 
@@ -445,6 +469,8 @@ class DecisionLabels(_Spec):
     no_go: str = "NO-GO"
     stop_for_harm: str = "STOP-FOR-HARM"
     continue_: str = Field("CONTINUE", alias="continue")
+    stop_efficacy: str = "STOP-EFFICACY"
+    stop_futility: str = "STOP-FUTILITY"
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
