@@ -386,3 +386,43 @@ def test_balance_summary_of_study_data() -> None:
 def test_invalid_specifications_are_named(call, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_cli_randomise_writes_list_and_records_its_hash(tmp_path):
+    import hashlib
+    import json
+
+    from typer.testing import CliRunner
+
+    from trials.cli import app
+    from trials.demo import demo_protocol_text
+    from trials.demo.simulate import simulate_demo
+
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text(demo_protocol_text(), encoding="utf-8")
+    people = tmp_path / "people.csv"
+    d = simulate_demo(n=30)
+    d[d["week"] == 0][["participant_id", "practice", "severity_stratum"]].to_csv(people,
+                                                                                index=False)
+    out = tmp_path / "list.csv"
+    result = CliRunner().invoke(app, ["randomise", str(protocol), "--out", str(out),
+                                      "--participants", str(people), "--method",
+                                      "minimisation", "--seed", "9"])
+    assert result.exit_code == 0, result.output
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    entry = json.loads((tmp_path / "audit.jsonl").read_text().splitlines()[-1])
+    assert entry["event"] == "allocation_list" and entry["details"]["sha256"] == digest
+    assert entry["details"]["seed"] == "withheld" and entry["details"]["n"] == 30
+
+
+def test_cli_randomise_needs_n_or_participants(tmp_path):
+    from typer.testing import CliRunner
+
+    from trials.cli import app
+    from trials.demo import demo_protocol_text
+
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text(demo_protocol_text(), encoding="utf-8")
+    result = CliRunner().invoke(app, ["randomise", str(protocol), "--out",
+                                      str(tmp_path / "l.csv")])
+    assert result.exit_code == 2 and result.stderr.strip() == "error: give --n or --participants"

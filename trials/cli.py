@@ -162,6 +162,71 @@ def audit_verify(
 
 
 
+@app.command()
+@_guard
+def randomise(
+    protocol: Path,
+    out: Path = typer.Option(..., help="Allocation list to write (CSV, for the unblinded "
+                             "statistician only)."),
+    method: str = typer.Option("blocks", help="simple, blocks (stratified by the protocol's "
+                               "strata when --participants is given) or minimisation."),
+    n: int | None = typer.Option(None, help="Participants (without --participants)."),
+    participants: Path | None = typer.Option(None, help="Participants in enrolment order, "
+                                             "with the protocol's strata columns."),
+    seed: int | None = typer.Option(None, help="Seed (a fresh random one by default)."),
+) -> None:
+    """Make a concealed allocation list and record its SHA-256 in the audit log."""
+    import pandas as pd
+
+    from designs.minimisation import Minimisation
+    from designs.randomisation import (
+        new_seed,
+        permuted_blocks,
+        permuted_blocks_by_enrolment,
+        record_allocation,
+        simple_randomisation,
+    )
+    from trials.audit import AuditLog
+    from trials.errors import DataError
+    from trials.lock import StudyFiles
+    from trials.protocol import load_protocol
+
+    spec = load_protocol(protocol)
+    arms = [a.id for a in spec.design.arms]
+    ratio = [a.ratio for a in spec.design.arms]
+    seed = new_seed() if seed is None else seed
+    frame = None
+    if participants is not None:
+        frame = pd.read_csv(participants, dtype=str, keep_default_na=False, na_values=[""])
+        missing = [c for c in spec.design.strata if c not in frame.columns]
+        if missing:
+            raise DataError(f"{participants}: column(s) {missing} missing (the protocol's strata)")
+    elif n is None:
+        raise TrialsError("give --n or --participants")
+    count = len(frame) if frame is not None else int(n or 0)
+    try:
+        if method == "simple":
+            allocation = simple_randomisation(count, arms, ratio, seed=seed)
+        elif method == "blocks" and frame is not None and spec.design.strata:
+            allocation = permuted_blocks_by_enrolment(frame[list(spec.design.strata)], arms,
+                                                      ratio, seed=seed)
+        elif method == "blocks":
+            allocation = permuted_blocks(count, arms, ratio, seed=seed)
+        elif method == "minimisation":
+            if frame is None or not spec.design.strata:
+                raise TrialsError("minimisation needs --participants and design.strata")
+            allocation = Minimisation(arms, tuple(spec.design.strata), ratio=ratio,
+                                      seed=seed).allocate(frame[list(spec.design.strata)])
+        else:
+            raise TrialsError(f"--method {method!r}: use simple, blocks or minimisation")
+    except ValueError as exc:
+        raise TrialsError(f"randomise: {exc}") from None
+    allocation.export_csv(out)
+    record_allocation(AuditLog(StudyFiles.beside(protocol).audit), allocation)
+    typer.echo(f"wrote {out}: {count} allocations ({allocation.method}), "
+               f"sha256 {allocation.sha256()} (recorded in the audit log)")
+
+
 @design_app.command("boundaries")
 @_guard
 def design_boundaries(
