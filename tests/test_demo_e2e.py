@@ -77,10 +77,11 @@ def test_no_participant_identifiers_in_any_shared_output(run_dir):
 
 def test_audit_log_records_lock_data_and_run(demo_run):
     log = AuditLog(demo_run.protocol.with_name("audit.jsonl"))
-    # lock, then the interim look (data, run), then the final analysis (data, run)
-    assert [e["event"] for e in log.entries()] == ["lock", "data_load", "run", "data_load", "run"]
+    # design simulation, lock, then the interim look (data, run), then the final analysis
+    assert [e["event"] for e in log.entries()] == ["simulate", "lock", "data_load", "run",
+                                                   "data_load", "run"]
     run_meta = read_json(demo_run.run.run_dir / "run.json")
-    assert run_meta["audit_head"]["seq"] == 5
+    assert run_meta["audit_head"]["seq"] == 6
 
 
 def test_brief_shows_decision_renderer_and_no_errors(run_dir):
@@ -184,3 +185,18 @@ def test_final_look_uses_the_spent_alpha(demo_run):
     # rpact 3.3.4 asOF, information rates 0.5 and 1: final critical value 1.9686. Earlier looks
     # are taken at their planned fractions in this version (see trials.sequential).
     assert gs["look"] == "final" and gs["efficacy_z"] == pytest.approx(1.9686, abs=0.01)
+
+
+def test_operating_characteristics_reach_results_bundle_and_brief(demo_run, run_dir):
+    oc = demo_run.run.results["design"]["operating_characteristics"]
+    assert oc["matches_protocol"] is True
+    by_name = {r["scenario"]: r for r in oc["summary"]}
+    # the design's nominal one-sided alpha is 0.025 and its power 0.8 at the planned effect
+    assert abs(by_name["no_effect"]["success"] - 0.025) < 4 * by_name["no_effect"]["success_se"]
+    assert 0.75 < by_name["planned_effect"]["success"] < 0.85
+    assert by_name["harmful"]["harm"] > by_name["no_effect"]["harm"]
+    members = read_members(run_dir / "bundle.zip")
+    assert {"protocol/protocol.oc.json", "protocol/protocol.oc.png"} <= set(members)
+    html = (run_dir / "brief.html").read_text()
+    assert "How often this design gives each answer" in html
+    assert "Group-sequential monitoring" in html

@@ -227,6 +227,35 @@ def randomise(
                f"sha256 {allocation.sha256()} (recorded in the audit log)")
 
 
+@app.command()
+@_guard
+def simulate(
+    protocol: Path,
+    trials: int | None = typer.Option(None, help="Simulated trials per scenario."),
+    seed: int | None = typer.Option(None, help="Seed (the protocol's by default)."),
+    scheduler: str | None = typer.Option(None, help="Dask scheduler address (tcp://...); a "
+                                         "local cluster when omitted."),
+    workers: int | None = typer.Option(None, help="Local Dask workers."),
+    engine: str | None = typer.Option(None, help="summary or patient."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Simulate the protocol's design under its scenarios: writes <stem>.oc.json and .png."""
+    from trials.simulate import write_operating_characteristics
+
+    if scheduler is None:
+        from distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            path = write_operating_characteristics(protocol, scheduler=client,
+                                                   progress=progress, trials=trials, seed=seed,
+                                                   engine=engine)
+    else:
+        path = write_operating_characteristics(protocol, scheduler=scheduler, progress=progress,
+                                               trials=trials, seed=seed, engine=engine)
+    typer.echo(f"wrote {path} and {path.with_suffix('.png')}")
+
+
 @design_app.command("boundaries")
 @_guard
 def design_boundaries(

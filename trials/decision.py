@@ -6,8 +6,9 @@ Rules (documented in ``docs/protocol.md``):
   failed its diagnostics gate: safety first, and the rationale says so);
 * final look: GO when every success criterion is met by a reliable estimate and no futility
   criterion is met; otherwise NO-GO;
-* interim look: futility met -> NO-GO; every success criterion met reliably -> GO (stop early
-  for efficacy); otherwise CONTINUE.
+* interim look: futility met -> STOP-FUTILITY; every success criterion met reliably ->
+  STOP-EFFICACY; otherwise CONTINUE. Group-sequential boundaries enter as criteria too
+  (:mod:`trials.sequential`).
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from trials.measures import compute_measures, read_logs
 from trials.privacy import load_or_create_key, pseudonymise
 from trials.protocol import Protocol, load_protocol
 from trials.sequential import monitor, open_summary
+from trials.simulate import operating_characteristics
 from trials.stages import (
     Fits,
     analysis_frame,
@@ -133,6 +134,9 @@ def run_study(
                       responders=measures.responders,
                       extra=monitoring.criteria if monitoring else ())
     results = summarise(protocol, intake, scored, fits, safety, look, exploratory, measures)
+    design_oc = operating_characteristics(files.protocol, protocol)
+    if design_oc is not None:
+        results["design"] = {"operating_characteristics": design_oc}
     if monitoring is not None:
         primary = protocol.estimands[0].variable
         results["monitoring"] = {

@@ -50,6 +50,8 @@ from trials.protocol_sections import (  # noqa: F401  (re-exported for callers)
     ResponderKind,
     Safety,
     Sampler,
+    Simulation,
+    SimulationScenario,
     Statistic,
     Treatment,
     Variable,
@@ -75,6 +77,7 @@ class Protocol(_Spec):
         (), description="User-defined instruments, in the library's format.")
     responders: tuple[Responder, ...] = ()
     group_sequential: GroupSequential | None = None
+    simulation: Simulation | None = None
     engagement: Engagement | None = None
     reliability: Reliability | None = None
     clinician_ratings: ClinicianRatings | None = None
@@ -195,6 +198,8 @@ class Protocol(_Spec):
                                  "(its Z statistic is monitored)")
             if len(self.design.looks) < 2:
                 raise ValueError("group_sequential: design.looks needs at least two looks")
+        if self.simulation is not None and gs is None:
+            raise ValueError("simulation: needs a group_sequential section to simulate")
         for s in self.subgroups:
             if s not in self.data.participant_columns + self.design.strata:
                 raise ValueError(f"subgroups: {s!r} is not a participant column or stratum")
@@ -222,11 +227,14 @@ class Protocol(_Spec):
         return tuple(c for c in self.criteria if (c.look or final) == look)
 
     def canonical(self) -> dict[str, Any]:
-        """The protocol as plain data with every default filled in (the thing that is hashed)."""
-        return self.model_dump(mode="json", by_alias=True)
+        """The protocol as plain data, fields left at their defaults omitted: the form that is
+        locked and hashed. Omitting defaults keeps existing locks valid when a later version of
+        `trials` adds an optional section or field."""
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
 
     def sha256(self) -> str:
-        """SHA-256 of the canonical protocol: comments and layout of the YAML do not count."""
+        """SHA-256 of the canonical protocol: comments, layout and defaults written out in the
+        YAML do not count."""
         text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -95,6 +95,39 @@ class GroupSequential(_Spec):
         None, gt=0, description="Participants expected with the primary outcome at the final "
         "look (information is counted as a share of it); design.planned_size by default.")
 
+    @model_validator(mode="after")
+    def _parameters(self) -> GroupSequential:
+        if self.efficacy in ("asKD", "asHSD") and self.gamma_a is None:
+            raise ValueError(f"gamma_a: efficacy {self.efficacy} needs its parameter")
+        if self.futility in ("bsKD", "bsHSD") and self.gamma_b is None:
+            raise ValueError(f"gamma_b: futility {self.futility} needs its parameter")
+        if self.binding_futility and self.futility is None:
+            raise ValueError("binding_futility: there is no futility boundary to bind")
+        return self
+
+
+class SimulationScenario(_Spec):
+    name: Identifier
+    effect: Finite = Field(description="True difference in the monitored outcome (its units).")
+    sd: float = Field(gt=0, allow_inf_nan=False)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    baseline_correlation: float = Field(0.0, ge=0, lt=1)
+    harm_rate: tuple[float, float] = Field(
+        (0.0, 0.0), description="Probability of a harm event per participant: control, "
+        "experimental (used when harm_event_z is set).")
+
+
+class Simulation(_Spec):
+    """Operating characteristics of the group-sequential design, simulated before locking."""
+
+    scenarios: tuple[SimulationScenario, ...] = Field(min_length=1)
+    trials: int = Field(10000, ge=100)
+    seed: int = 20261127
+    engine: Literal["summary", "patient"] = "summary"
+    harm_event_z: float | None = Field(
+        None, gt=0, allow_inf_nan=False,
+        description="Also stop for harm when the harm-event difference has Z above this.")
+
 
 # --------------------------------------------------------------------------- data layout
 

@@ -104,11 +104,14 @@ def run_demo(out: str | Path, n: int = 400, seed: int = 20261127) -> DemoResult:
     ``out`` is replaced only when everything succeeded.
     """
     from trials.protocol import load_protocol
+    from trials.simulate import write_operating_characteristics
 
     with staged_directory(out) as stage:
         protocol, data = write_demo_study(stage / "study", n=n, seed=seed)
-        lock_protocol(protocol)
         spec = load_protocol(protocol)
+        if spec.simulation is not None:
+            write_operating_characteristics(protocol)  # design stage: before the lock
+        lock_protocol(protocol)
         if spec.group_sequential is not None and len(spec.design.looks) > 1:
             planned = spec.group_sequential.planned_analysed or spec.design.planned_size
             first = spec.design.looks[0]
