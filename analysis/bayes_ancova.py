@@ -8,6 +8,7 @@ sees a well-conditioned posterior.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from dataclasses import dataclass, field, replace
 
@@ -119,8 +120,11 @@ def fit_bayes_ancova(frame: pd.DataFrame, spec: BayesAncovaSpec) -> BayesAncovaR
         logging.getLogger("pymc").setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            # Chains run in parallel up to the cores available; each chain has its own seed, so
+            # the draws are the same whatever the number of cores.
             idata = pm.sample(
-                draws=s.draws, tune=s.tune, chains=s.chains, cores=1,
+                draws=s.draws, tune=s.tune, chains=s.chains,
+                cores=max(1, min(s.chains, os.cpu_count() or 1)),
                 target_accept=s.target_accept, random_seed=s.seed, progressbar=False,
                 compute_convergence_checks=False,
             )
