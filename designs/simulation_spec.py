@@ -24,7 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from designs.boundaries import Boundaries, GroupSequentialDesign
+from designs.boundaries import (
+    Boundaries,
+    GroupSequentialDesign,
+    _json_safe,  # noqa: F401  (shared JSON cleaner)
+)
 from trials.errors import TrialsError
 
 DIRECTIONS = {"higher": 1.0, "lower": -1.0}
@@ -285,11 +289,3 @@ def _fractions(values: Sequence[float], looks: int) -> tuple[float, ...]:
     return t
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value

@@ -13,6 +13,21 @@ os.environ.setdefault("TRIALS_PSEUDONYM_KEY", "test-key-not-secret")
 REFERENCE = Path(__file__).parent / "reference"
 
 
+def demo_protocol(edit=None):
+    """The demo protocol, parsed after ``edit(data)`` changed its plain data (if given)."""
+    import copy
+
+    import yaml
+
+    from trials.demo import demo_protocol_text
+    from trials.protocol import parse_protocol
+
+    data = copy.deepcopy(yaml.safe_load(demo_protocol_text()))
+    if edit:
+        edit(data)
+    return parse_protocol(data, "test.yaml")
+
+
 @pytest.fixture(scope="session")
 def ancova_frame():
     """tests/reference/ancova_data.csv with the treatment indicator (R lm reference input)."""

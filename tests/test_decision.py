@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
-import yaml
 
 from analysis.estimate import Estimate, PosteriorProbability
+from tests.conftest import demo_protocol as _protocol
 from trials.decision import Decision, decide
-from trials.demo import demo_protocol_text
-from trials.protocol import parse_protocol
-
-BASE = yaml.safe_load(demo_protocol_text())
-
-
-def _protocol(edit=None):
-    data = copy.deepcopy(BASE)
-    if edit:
-        edit(data)
-    return parse_protocol(data, "test.yaml")
 
 
 def _freq(analysis="primary_ancova", est=-2.8, lo=-3.7, hi=-1.9, p=1e-9, estimand="primary"):

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from trials.demo import demo_protocol_text
+from tests.conftest import demo_protocol as _protocol
 from trials.errors import DataError
 from trials.measures import (
     clinician_rating_measures,
@@ -17,16 +14,6 @@ from trials.measures import (
     reliability_measures,
     responder_indicator,
 )
-from trials.protocol import parse_protocol
-
-BASE = yaml.safe_load(demo_protocol_text())
-
-
-def _protocol(edit=None):
-    data = copy.deepcopy(BASE)
-    if edit:
-        edit(data)
-    return parse_protocol(data, "test.yaml")
 
 
 def _scored(rows):
