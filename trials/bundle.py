@@ -63,7 +63,8 @@ def write_bundle(run_dir: str | Path, study: StudyFiles) -> Path:
         if path.is_file() and path.name != BUNDLE and not path.name.startswith("."):
             members[path.name] = path.read_bytes()
     oc = study.protocol.with_name(f"{study.protocol.stem}.oc.json")
-    for path in (study.protocol, study.lock, study.audit, oc, oc.with_suffix(".png")):
+    for path in (study.protocol, study.lock, study.audit, oc, oc.with_suffix(".csv"),
+                 oc.with_suffix(".png")):
         if path.exists():
             members[f"protocol/{path.name}"] = path.read_bytes()
     return write_bytes_atomic(run_dir / BUNDLE, build_bundle(members))

@@ -238,9 +238,13 @@ def simulate(
     workers: int | None = typer.Option(None, help="Local Dask workers."),
     engine: str | None = typer.Option(None, help="summary or patient."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    scenarios: Path | None = typer.Option(None, help="YAML list of scenarios (instead of the "
+                                          "protocol's simulation.scenarios)."),
 ) -> None:
-    """Simulate the protocol's design under its scenarios: writes <stem>.oc.json and .png."""
-    from trials.simulate import write_operating_characteristics
+    """Simulate the protocol's design under scenarios: writes <stem>.oc.json, .csv and .png."""
+    from trials.simulate import load_scenarios, write_operating_characteristics
+
+    extra = {"scenarios": load_scenarios(scenarios)} if scenarios else {}
 
     if scheduler is None:
         from distributed import Client, LocalCluster
@@ -249,11 +253,11 @@ def simulate(
                           dashboard_address=None) as cluster, Client(cluster) as client:
             path = write_operating_characteristics(protocol, scheduler=client,
                                                    progress=progress, trials=trials, seed=seed,
-                                                   engine=engine)
+                                                   engine=engine, **extra)
     else:
         path = write_operating_characteristics(protocol, scheduler=scheduler, progress=progress,
-                                               trials=trials, seed=seed, engine=engine)
-    typer.echo(f"wrote {path} and {path.with_suffix('.png')}")
+                                               trials=trials, seed=seed, engine=engine, **extra)
+    typer.echo(f"wrote {path}, {path.with_suffix('.csv')} and {path.with_suffix('.png')}")
 
 
 @design_app.command("boundaries")

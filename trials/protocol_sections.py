@@ -112,6 +112,10 @@ class SimulationScenario(_Spec):
     sd: float = Field(gt=0, allow_inf_nan=False)
     dropout: float = Field(0.0, ge=0, lt=1)
     baseline_correlation: float = Field(0.0, ge=0, lt=1)
+    accrual_rate: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                       description="Participants enrolled per week.")
+    follow_up: float = Field(0.0, ge=0, allow_inf_nan=False,
+                             description="Weeks from enrolment to the primary outcome.")
     harm_rate: tuple[float, float] = Field(
         (0.0, 0.0), description="Probability of a harm event per participant: control, "
         "experimental (used when harm_event_z is set).")
