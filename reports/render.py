@@ -116,7 +116,7 @@ def _render_offline(source: Path) -> Rendered:
     os.environ["TRIALS_RENDERER"] = OFFLINE
     try:
         with this_python_kernel() as kernel:
-            client = NotebookClient(nb, timeout=300, **kernel,
+            client = NotebookClient(nb, timeout=300, coalesce_streams=True, **kernel,
                                     resources={"metadata": {"path": str(source.parent)}})
             client.execute(stderr=subprocess.DEVNULL)
     except CellExecutionError as exc:

@@ -19,6 +19,8 @@ from designs import gs_integration as gi
 from designs.boundaries import Boundaries, BoundaryError, GroupSequentialDesign, HarmBoundary
 from tests.conftest import REFERENCE
 
+pytestmark = pytest.mark.reference
+
 TOL = 1e-4
 RPACT = json.loads((REFERENCE / "rpact_boundaries.json").read_text())
 DESIGNS = {d["id"]: d for d in RPACT["designs"]}

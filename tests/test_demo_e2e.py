@@ -22,7 +22,8 @@ def run_dir(demo_run):
 def test_run_directory_has_every_output(run_dir):
     names = {p.name for p in run_dir.iterdir()}
     assert {"results.json", "decision.json", "run.json", "environment.txt", "brief.qmd",
-            "brief.html", "bundle.zip", "posterior_primary_bayes.nc"} <= names
+            "brief.html", "full.qmd", "full.html", "monitoring.qmd", "monitoring.html",
+            "bundle.zip", "posterior_primary_bayes.nc"} <= names
     assert not any(n.startswith(".") for n in names)
 
 
@@ -70,7 +71,8 @@ def test_no_participant_identifiers_in_any_shared_output(run_dir):
     members = read_members(run_dir / "bundle.zip")
     for name, data in members.items():
         assert b"CMP-" not in data, name  # the demo's study IDs
-    text = (run_dir / "results.json").read_text() + (run_dir / "brief.html").read_text()
+    text = "".join((run_dir / name).read_text() for name in (
+        "results.json", "brief.html", "full.html", "monitoring.html"))
     assert not re.search(r"P-[0-9a-f]{16}", text)  # nor their pseudonyms
     assert ".pseudonym.key" not in members
 

@@ -14,6 +14,8 @@ from analysis.events import adverse_events, clopper_pearson
 from analysis.proportions import risk_difference
 from tests.conftest import REFERENCE
 
+pytestmark = pytest.mark.reference
+
 CASES = pd.read_csv(REFERENCE / "exact_binomial.csv").to_dict("records")
 
 

@@ -28,6 +28,8 @@ from outcomes import (
     score_instrument,
 )
 
+pytestmark = pytest.mark.reference
+
 NA = np.nan
 PROPERTY = settings(max_examples=60, deadline=None, database=None)
 

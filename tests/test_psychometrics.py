@@ -27,6 +27,8 @@ from outcomes.psychometrics import (
 )
 from tests.conftest import REFERENCE
 
+pytestmark = pytest.mark.reference
+
 ITEMS = [f"item{j}" for j in range(1, 10)]
 
 

@@ -12,6 +12,8 @@ import pytest
 from analysis.ancova import AncovaSpec, fit_ancova
 from tests.conftest import REFERENCE
 
+pytestmark = pytest.mark.reference
+
 TOL = 1e-6  # the bar: match R lm to 1e-6
 
 

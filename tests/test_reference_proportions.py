@@ -13,6 +13,8 @@ import pytest
 from analysis.proportions import risk_difference, wilson_interval
 from tests.conftest import REFERENCE
 
+pytestmark = pytest.mark.reference
+
 CASES = pd.read_csv(REFERENCE / "newcombe_rd.csv").to_dict("records")
 
 

@@ -44,6 +44,8 @@ from designs.sample_size import (
 )
 from tests.conftest import REFERENCE
 
+pytestmark = pytest.mark.reference
+
 REF = pd.read_csv(
     REFERENCE / "sample_size.csv",
     dtype={"strict": str, "covariate_df": str, "method": str, "null_variance": str,

@@ -56,12 +56,20 @@ def _manifest_bytes(members: dict[str, bytes]) -> bytes:
 
 
 def write_bundle(run_dir: str | Path, study: StudyFiles) -> Path:
-    """Pack the run directory's files and the study's protocol, lock and audit log."""
+    """Pack the run directory's files (``shared_data/`` as ``data/``) and the study's protocol,
+    lock and audit log."""
     run_dir = Path(run_dir)
     members: dict[str, bytes] = {}
     for path in sorted(run_dir.iterdir()):
         if path.is_file() and path.name != BUNDLE and not path.name.startswith("."):
             members[path.name] = path.read_bytes()
+    # The pseudonymised analysis data, written only where the protocol allows sharing them
+    # (privacy.share_analysis_dataset); ``trials replicate`` re-runs the analyses on them.
+    shared = run_dir / "shared_data"
+    if shared.is_dir():
+        for path in sorted(shared.iterdir()):
+            if path.is_file() and not path.name.startswith("."):
+                members[f"data/{path.name}"] = path.read_bytes()
     oc = study.protocol.with_name(f"{study.protocol.stem}.oc.json")
     for path in (study.protocol, study.lock, study.audit, oc, oc.with_suffix(".csv"),
                  oc.with_suffix(".png")):

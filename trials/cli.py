@@ -103,7 +103,7 @@ def run(
     look: str | None = typer.Option(None, help="Look id (default: the final look)."),
     exploratory: bool = typer.Option(False, help="Run an unlocked or changed protocol; every "
                                      "output is stamped EXPLORATORY."),
-    render: bool = typer.Option(True, help="Render the go/no-go brief."),
+    render: bool = typer.Option(True, help="Render the reports (brief, full, monitoring)."),
     escalations: Path | None = typer.Option(None, help="Escalation log (red flag -> clinician)."),
     engagement: Path | None = typer.Option(None, help="Session log: dose and AI version."),
     adverse_events: Path | None = typer.Option(None, help="Adverse-event log."),
@@ -296,6 +296,60 @@ def design_boundaries(
         typer.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True, allow_nan=False))
     else:
         typer.echo(result.to_frame().to_string())
+
+
+@app.command()
+@_guard
+def validate(
+    out: Path = typer.Option(Path("validation"), help="Folder for validation.json and "
+                             "validation.html (created; other files in it are kept)."),
+) -> None:
+    """Run the reference suite (R and published tables) and render what matched, with the
+    tolerances: an installation and operational qualification. Exit 1 if any check did not
+    match."""
+    from trials.validate import run_validation
+
+    res = run_validation(out)
+    typer.echo(f"reference checks: {res.matched} of {len(res.checks)} matched "
+               f"({len({c.file for c in res.checks})} modules)")
+    for check in res.checks:
+        if not check.matched:
+            typer.echo(f"  {check.outcome}: {check.id}")
+    typer.echo(f"results:  {res.json}")
+    if res.html:
+        typer.echo(f"report:   {res.html}")
+    if not res.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_guard
+def replicate(
+    bundle: Path,
+    out: Path | None = typer.Option(None, help="New or empty folder to keep the re-run in "
+                                    "(a temporary folder by default)."),
+) -> None:
+    """Verify BUNDLE, re-run its analyses on its shared data and confirm identical
+    results.json and decision.json. Exit 0 identical, 1 something differs, 3 the analyses
+    could not be re-run (no shared data: the brief was re-rendered and compared instead)."""
+    from trials.replicate import replicate_bundle
+
+    rep = replicate_bundle(bundle, out)
+    typer.echo(f"ok: {bundle} intact ({rep.files} files)")
+    if rep.rerun:
+        kind = "exploratory" if rep.exploratory else "confirmatory"
+        typer.echo(f"re-ran look {rep.look} ({kind}) on the bundle's shared data")
+    else:
+        typer.echo(f"NOT RE-RUN: {rep.reason}")
+    for comparison in rep.comparisons:
+        typer.echo(comparison.line())
+    typer.echo(rep.environment)
+    if rep.rerun:
+        typer.echo("replicated: identical results" if rep.identical
+                   else "NOT replicated: results differ")
+    if rep.work_dir:
+        typer.echo(f"work:     {rep.work_dir}")
+    raise typer.Exit(rep.exit_code)
 
 
 def main() -> None:  # pragma: no cover

@@ -37,3 +37,7 @@ class AnalysisError(TrialsError):
 
 class BundleError(TrialsError):
     """A bundle is missing, malformed or fails its integrity check."""
+
+
+class PrivacyError(TrialsError):
+    """An output would disclose personal data, or a released dataset is not k-anonymous."""

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import arviz as az
 
@@ -43,6 +43,9 @@ from trials.stages import (
     score_outcomes,
 )
 from trials.summaries import RESULTS_SCHEMA, fairness_panel, summarise
+
+if TYPE_CHECKING:
+    from trials.replicate import SharedInput
 
 # --------------------------------------------------------------------------- environment
 
@@ -80,6 +83,7 @@ def run_study(
     render: bool = True,
     bundle: bool = True,
     logs: Mapping[str, str | Path | None] | None = None,
+    shared_input: SharedInput | None = None,
 ) -> RunResult:
     """Run the locked protocol on the data and write the run directory atomically.
 
@@ -87,9 +91,13 @@ def run_study(
     ``exploratory``), :class:`~trials.errors.DataError` listing every data problem; in both
     cases nothing is written and an earlier run in ``out_dir`` is left as it was. ``logs`` names
     the escalation, engagement and adverse-event logs (keys of :data:`trials.measures.LOG_KINDS`).
+    ``shared_input`` marks a re-run of a bundle's shared data (:mod:`trials.replicate`): IDs are
+    pseudonyms already, rows keep the shared order and the original files' provenance is reported.
     """
     from reports.render import render_report  # reports sit after the decision in the flow
     from trials.bundle import write_bundle
+    from trials.replicate import SHARED_DIR, write_shared_data
+    from trials.summaries import protocol_history
 
     files = StudyFiles.beside(protocol_path)
     protocol = load_protocol(files.protocol)
@@ -120,8 +128,11 @@ def run_study(
                    for k, v in sorted(log_paths.items())]
     audit.append("data_load", {"protocol_id": protocol.id, "files": list(intake.sources),
                                "logs": log_sources})
+    if shared_input is not None:  # the key never enters a bundle: do not pseudonymise again
+        intake = shared_input.restore(intake, protocol)
+        log_sources = shared_input.log_sources
     frame = intake.frame.copy()
-    if protocol.privacy.pseudonymise_ids:
+    if protocol.privacy.pseudonymise_ids and shared_input is None:
         key = load_or_create_key(files.protocol.parent)
         frame[protocol.data.participant] = pseudonymise(frame[protocol.data.participant], key)
         log_frames = {k: _pseudonymise_log(protocol, k, f, key) for k, f in log_frames.items()}
@@ -134,6 +145,9 @@ def run_study(
                       responders=measures.responders,
                       extra=monitoring.criteria if monitoring else ())
     results = summarise(protocol, intake, scored, fits, safety, look, exploratory, measures)
+    # An exploratory run of an edited protocol still reports the chain it departs from.
+    results["protocol_history"] = protocol_history(
+        protocol, lock or (read_lock(files) if files.lock.exists() else None))
     design_oc = operating_characteristics(files.protocol, protocol)
     if design_oc is not None:
         results["design"] = {"operating_characteristics": design_oc}
@@ -160,7 +174,14 @@ def run_study(
         if share:
             shared = scored.drop(columns=[c for c in scored.columns if c.endswith("_band")])
             shared.to_csv(stage / "analysis_dataset.csv", index=False)
-        report = render_report(stage, "brief") if render else None
+            write_shared_data(stage / SHARED_DIR, protocol, frame, log_frames, intake.sources,
+                              intake.dropped_identifiers, log_sources)
+        # The final look gets the brief, the full report and the closed/open monitoring
+        # report; an interim look only the monitoring report (nothing to brief or publish yet).
+        names = (("brief", "full", "monitoring") if look == protocol.design.final_look
+                 else ("monitoring",))
+        rendered = [render_report(stage, name) for name in names] if render else []
+        report = rendered[0] if rendered else None
         head = audit.append("run", {
             "protocol_id": protocol.id, "protocol_version": protocol.version,
             "protocol_sha256": protocol.sha256(), "look": look, "exploratory": exploratory,
@@ -175,9 +196,15 @@ def run_study(
             "lock_version": lock["versions"][-1]["version"] if lock else None,
             "audit_head": head.to_dict(),
             "renderer": report.renderer if report else None,
+            "reports": [r.html.name for r in rendered],
         }
         write_json_atomic(stage / "run.json", run_meta)
         bundle_path = write_bundle(stage, files) if bundle else None
+        # Last gate, still inside the stage: any personal data in any output (bundle members
+        # included) or a shared dataset below k-anonymity raises PrivacyError; nothing is written.
+        from trials.privacy_scan import check_run_directory
+        check_run_directory(stage, protocol, data_paths, log_paths,
+                            ids_are_pseudonyms=shared_input is not None)
     run_dir = Path(out_dir).resolve()
     return RunResult(
         run_dir=run_dir, results=results, decision=decision,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import pandas as pd
@@ -11,7 +12,7 @@ from trials.data import Intake
 from trials.measures import Measures, summarise_engagement
 from trials.privacy import suppress
 from trials.protocol import Protocol
-from trials.stages import Fits
+from trials.stages import Fits, bayes_spec
 
 RESULTS_SCHEMA = "trials.results/1"
 
@@ -98,6 +99,10 @@ def summarise(protocol: Protocol, intake: Intake, scored: pd.DataFrame, fits: Fi
         "fairness": fairness_panel(protocol, scored),
         "small_cell_threshold": k,
         **measures_summary(protocol, measures or Measures(), k),
+        "baseline": baseline_table(protocol, scored),
+        "consort": consort_flow(protocol, scored, analysed, measures or Measures()),
+        "pooled": pooled_summary(protocol, scored, safety, measures or Measures()),
+        "analysis_plan": analysis_plan(protocol),
     }
 
 
@@ -233,3 +238,164 @@ def measures_summary(protocol: Protocol, m: Measures, k: int) -> dict[str, Any]:
                                       for e in m.engagement.estimates.values()],
         }
     return out
+
+
+# --------------------------------------------------------------------------- report sections
+# What the full and monitoring reports show beyond the brief: Table 1, the CONSORT flow, the
+# pooled (arm-blind) view for the open part of a monitoring report, the analysis plan and the
+# protocol's lock chain. The same small-cell rules as above apply.
+
+
+def _level_cell(x: int, n: int, k: int) -> dict[str, Any]:
+    """A category count and its percentage of ``n``; both are withheld when the count or its
+    complement is a small cell (as in :func:`fairness_panel`)."""
+    share = _share_or_none(x, n, k)
+    hidden = share is None and x > 0
+    return {"n": None if hidden and x >= k else _cell(x, k),
+            "percent": None if share is None else 100 * share, "suppressed": hidden}
+
+
+def baseline_table(protocol: Protocol, scored: pd.DataFrame) -> dict[str, Any]:
+    """Table 1: participant characteristics and baseline scores by arm, among the randomised.
+
+    Categories are the protocol's participant columns (missing values counted as their own
+    row); baseline scores are mean (SD) of every outcome with a baseline visit. A mean or SD
+    rests on at least ``small_cell_threshold`` people.
+    """
+    k = protocol.privacy.small_cell_threshold
+    arms = [a.id for a in protocol.design.arms]
+    people = scored.groupby("participant", sort=True).first()
+    sizes = {a: int((people["arm"] == a).sum()) for a in arms}
+    categorical = []
+    for var in protocol.data.participant_columns:
+        values = people[var].astype("string")
+        levels = sorted(str(v) for v in values.dropna().unique())
+        rows = []
+        for level in levels:
+            rows.append({"level": level, "by_arm": {
+                a: _level_cell(int(((people["arm"] == a) & (values == level)).sum()),
+                               sizes[a], k) for a in arms}})
+        if values.isna().any():
+            rows.append({"level": None, "by_arm": {
+                a: _level_cell(int(((people["arm"] == a) & values.isna()).sum()), sizes[a], k)
+                for a in arms}})
+        categorical.append({"variable": var, "subgroup": var in protocol.subgroups,
+                            "stratum": var in protocol.design.strata, "levels": rows})
+    continuous = []
+    for outcome in protocol.outcomes:
+        if outcome.baseline_visit is None:
+            continue
+        at = scored.loc[scored["visit"] == outcome.baseline_visit]
+        by_arm = {}
+        for a in arms:
+            vals = at.loc[at["arm"] == a, outcome.id].dropna()
+            small = len(vals) < k
+            by_arm[a] = {"n": _cell(len(vals), k),
+                         "missing": _cell(sizes[a] - len(vals), k),
+                         "mean": None if small else float(vals.mean()),
+                         "sd": None if small or len(vals) < 2 else float(vals.std(ddof=1))}
+        continuous.append({"outcome": outcome.id,
+                           "instrument": protocol.instrument(outcome.id).name,
+                           "visit": outcome.baseline_visit, "by_arm": by_arm})
+    return {"randomised": {a: _cell(n, k) for a, n in sizes.items()},
+            "categorical": categorical, "continuous": continuous}
+
+
+def consort_flow(protocol: Protocol, scored: pd.DataFrame, analysed: dict[str, int],
+                 measures: Measures) -> dict[str, Any]:
+    """The CONSORT flow by arm: allocated, used the intervention (when an engagement log is
+    given), with and without the primary outcome, excluded from and included in the primary
+    analysis. Eligibility screening is not in the trial data, so it is not reported here."""
+    k = protocol.privacy.small_cell_threshold
+    primary = protocol.estimands[0]
+    people = scored.groupby("participant", sort=True).first()
+    has = scored.loc[(scored["visit"] == primary.variable.visit)
+                     & scored[primary.variable.outcome].notna(), ["participant", "arm"]]
+    used = None
+    if measures.engagement is not None:
+        pp = measures.engagement.per_participant
+        used = pp.loc[pp["sessions"] > 0].groupby("arm").size()
+    arms = {}
+    for a in (arm.id for arm in protocol.design.arms):
+        n = int((people["arm"] == a).sum())
+        with_outcome = int(has.loc[has["arm"] == a, "participant"].nunique())
+        n_analysed = int(analysed.get(a, 0))
+        arms[a] = {"allocated": _cell(n, k),
+                   "used_intervention": None if used is None else _cell(int(used.get(a, 0)), k),
+                   "with_primary_outcome": _cell(with_outcome, k),
+                   "without_primary_outcome": _cell(n - with_outcome, k),
+                   "excluded_from_analysis": _cell(with_outcome - n_analysed, k),
+                   "analysed": _cell(n_analysed, k)}
+    return {"randomised": _cell(len(people), k), "primary_visit": primary.variable.visit,
+            "primary_outcome": primary.variable.outcome, "arms": arms}
+
+
+def _pooled_cell(by_arm: dict[str, int], k: int) -> int | str | None:
+    """A total over arms. Withheld (``None``) when an arm's own count is a small cell but the
+    total is not, since the total minus the shown arms would give that count back."""
+    total = int(sum(by_arm.values()))
+    if total >= k and any(0 < int(v) < k for v in by_arm.values()):
+        return None
+    return _cell(total, k)
+
+
+def pooled_summary(protocol: Protocol, scored: pd.DataFrame, safety: dict[str, Estimate],
+                   measures: Measures) -> dict[str, Any]:
+    """The arm-blind view for the open part of a monitoring report: recruitment against the
+    planned size, retention by visit, and safety counts pooled over arms."""
+    k = protocol.privacy.small_cell_threshold
+    primary = protocol.estimands[0].variable
+    people = scored.groupby("participant", sort=True).first()
+    n = len(people)
+    retention = []
+    for visit, g in scored.groupby("visit", sort=True):
+        x = int(g.loc[g[primary.outcome].notna(), "participant"].nunique())
+        share = _share_or_none(x, n, k)
+        retention.append({"visit": int(visit), "with_outcome": _cell(x, k),
+                          "share_of_randomised": share})
+    red_flags = []
+    for flag in protocol.safety.red_flags:
+        est = safety[flag.id]
+        red_flags.append({"id": flag.id, "label": flag.label,
+                          "participants_flagged": _pooled_cell(est.details["events"], k),
+                          "participants_assessed": _pooled_cell(est.n_by_arm, k)})
+    adverse = []
+    if measures.adverse_events is not None:
+        t = measures.adverse_events.by_arm
+        for event_type, g in t.groupby("event_type", sort=True):
+            adverse.append({
+                "event_type": str(event_type),
+                "participants": _pooled_cell(dict(zip(g["arm"], g["n"], strict=True)), k),
+                "participants_with_event": _pooled_cell(
+                    dict(zip(g["arm"], g["participants_with_event"], strict=True)), k),
+                "events": _pooled_cell(dict(zip(g["arm"], g["n_events"], strict=True)), k)})
+    return {"planned_size": protocol.design.planned_size, "randomised": _cell(n, k),
+            "primary_outcome": primary.outcome, "primary_visit": primary.visit,
+            "retention_by_visit": retention,
+            "safety": {"red_flags": red_flags, "adverse_events": adverse}}
+
+
+def analysis_plan(protocol: Protocol) -> list[dict[str, Any]]:
+    """Each pre-specified analysis as run: model, covariates, interval level and, for Bayesian
+    fits, the prior, the sampler and the diagnostic thresholds in force (defaults filled in)."""
+    plan = []
+    for a in protocol.analyses:
+        row: dict[str, Any] = {"id": a.id, "estimand": a.estimand, "engine": a.engine,
+                               "model": a.model, "covariates": list(a.covariates),
+                               "interval_level": a.interval_level}
+        if a.engine == "bayesian":
+            spec = bayes_spec(protocol, a)
+            row.update(prior=asdict(spec.prior), sampler=asdict(spec.sampler),
+                       diagnostics_gate=asdict(spec.gate))
+        plan.append(row)
+    return plan
+
+
+def protocol_history(protocol: Protocol, lock: dict[str, Any] | None) -> dict[str, Any]:
+    """The lock chain as shared: each version's number, event, SHA-256 and reason (lock and
+    amendment times are left out so results stay deterministic), and whether this run's
+    protocol is the latest locked version."""
+    versions = [{"version": v["version"], "event": v.get("event"), "sha256": v["sha256"],
+                 "reason": v.get("reason")} for v in (lock or {}).get("versions", [])]
+    return {"versions": versions, "run_protocol_sha256": protocol.sha256(),
+            "matches_latest_lock": bool(versions) and versions[-1]["sha256"] == protocol.sha256()}

@@ -116,8 +116,8 @@ def run_demo(out: str | Path, n: int = 400, seed: int = 20261127) -> DemoResult:
             planned = spec.group_sequential.planned_analysed or spec.design.planned_size
             first = spec.design.looks[0]
             cut, cut_logs = write_interim_cut(data, planned, first.information_fraction)
-            run_study(protocol, [cut], stage / f"run-{first.id}", look=first.id, logs=cut_logs,
-                      render=False)
+            # an interim look renders only the monitoring report (see run_study)
+            run_study(protocol, [cut], stage / f"run-{first.id}", look=first.id, logs=cut_logs)
         run_study(protocol, [data], stage / "run", logs=demo_logs(data))
     final = Path(out).resolve()
     run_dir = final / "run"
@@ -132,7 +132,7 @@ def run_demo(out: str | Path, n: int = 400, seed: int = 20261127) -> DemoResult:
     if interim_dirs:
         d = interim_dirs[0]
         interim = RunResult(d, read_json(d / "results.json"),
-                            Decision.from_dict(read_json(d / "decision.json")), None,
-                            d / "bundle.zip")
+                            Decision.from_dict(read_json(d / "decision.json")),
+                            d / "monitoring.html", d / "bundle.zip")
     return DemoResult(final, final / "study" / "protocol.yaml",
                       final / "study" / "data" / "demo.csv", result, interim)
