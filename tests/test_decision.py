@@ -202,3 +202,21 @@ def test_responder_criterion_reads_responder_estimates():
     d = decide(_protocol(responder_rule), _estimates(),
                SAFE, responders={"phq9_response": rd})
     assert _by_id(d)["more_responders"].met is True and d.outcome == "go"
+
+
+def test_analysis_runs_only_at_its_looks():
+    p = _protocol(_with_interim)
+    assert {a.id for a in p.analyses_at("interim")} == {"primary_ancova", "anxiety_ancova"}
+    assert {a.id for a in p.analyses_at("final")} == {a.id for a in p.analyses}
+
+
+def test_criterion_cannot_read_an_analysis_not_run_at_its_look():
+    from trials.errors import ProtocolError
+
+    def bayes_at_interim(p):
+        _with_interim(p)
+        p["criteria"].append({"id": "interim_bayes", "kind": "success", "look": "interim",
+                              "analysis": "primary_bayes", "statistic": "posterior_probability",
+                              "comparator": "<", "threshold": 0, "probability": 0.99})
+    with pytest.raises(ProtocolError, match="is not run at look 'interim'"):
+        _protocol(bayes_at_interim)

@@ -137,7 +137,7 @@ def run_study(
         frame[protocol.data.participant] = pseudonymise(frame[protocol.data.participant], key)
         log_frames = {k: _pseudonymise_log(protocol, k, f, key) for k, f in log_frames.items()}
     scored = score_outcomes(protocol, frame)
-    fits = fit_analyses(protocol, scored)
+    fits = fit_analyses(protocol, scored, look)
     measures = compute_measures(protocol, frame, scored, log_frames)
     safety = {**safety_estimates(protocol, scored), **measures.safety_estimates()}
     monitoring = monitor(protocol, fits.estimates, look)

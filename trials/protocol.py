@@ -130,6 +130,9 @@ class Protocol(_Spec):
             if e.treatment.arm == e.treatment.comparator:
                 raise ValueError(f"{where}.treatment: arm and comparator must differ")
         for i, a in enumerate(self.analyses):
+            for lk in a.looks or ():
+                if lk not in looks:
+                    raise _ref(f"analyses.{i}.looks", lk, looks)
             if a.estimand not in estimands:
                 raise _ref(f"analyses.{i}.estimand", a.estimand, estimands)
             est_outcome = outcomes[estimands[a.estimand].variable.outcome]
@@ -182,6 +185,10 @@ class Protocol(_Spec):
             if c.look is not None and c.look not in looks:
                 raise _ref(f"criteria.{i}.look", c.look, looks)
             if c.analysis is not None:
+                runs_at = analyses[c.analysis].looks
+                if runs_at is not None and (c.look or self.design.final_look) not in runs_at:
+                    raise ValueError(f"criteria.{i}.look: analysis {c.analysis!r} is not run at "
+                                     f"look {c.look or self.design.final_look!r}")
                 engine = analyses[c.analysis].engine
                 if c.statistic == Statistic.posterior_probability and engine != "bayesian":
                     raise ValueError(f"criteria.{i}.statistic: posterior_probability needs a "
@@ -221,6 +228,10 @@ class Protocol(_Spec):
 
     def analysis(self, analysis_id: str) -> Analysis:
         return next(a for a in self.analyses if a.id == analysis_id)
+
+    def analyses_at(self, look: str) -> tuple[Analysis, ...]:
+        """The analyses the protocol runs at ``look``."""
+        return tuple(a for a in self.analyses if a.looks is None or look in a.looks)
 
     def criteria_at(self, look: str) -> tuple[Criterion, ...]:
         final = self.design.final_look

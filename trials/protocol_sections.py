@@ -275,6 +275,8 @@ class Analysis(_Spec):
     prior: BayesPrior | None = None
     sampler: Sampler | None = None
     diagnostics: Diagnostics | None = None
+    looks: tuple[Identifier, ...] | None = Field(
+        None, description="Looks at which this analysis is run (every look by default).")
 
     @model_validator(mode="after")
     def _check(self) -> Analysis:

@@ -99,11 +99,12 @@ class Fits:
     posteriors: dict[str, az.InferenceData] = field(default_factory=dict)
 
 
-def fit_analyses(protocol: Protocol, scored: pd.DataFrame) -> Fits:
-    """Fit every pre-specified analysis; the key is the analysis id."""
+def fit_analyses(protocol: Protocol, scored: pd.DataFrame, look: str | None = None) -> Fits:
+    """Fit every analysis pre-specified for ``look`` (the final look by default); the key is the
+    analysis id."""
     estimates: dict[str, Estimate] = {}
     posteriors: dict[str, az.InferenceData] = {}
-    for analysis in protocol.analyses:
+    for analysis in protocol.analyses_at(look or protocol.design.final_look):
         frame = analysis_frame(protocol, scored, analysis.id)
         if analysis.engine == "frequentist":
             estimates[analysis.id] = fit_ancova(

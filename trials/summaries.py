@@ -90,10 +90,12 @@ def summarise(protocol: Protocol, intake: Intake, scored: pd.DataFrame, fits: Fi
              "comparator": e.treatment.comparator, "summary": e.summary,
              "intercurrent_events": [ie.model_dump(mode="json") for ie in e.intercurrent_events],
              "clinically_important_difference": e.clinically_important_difference,
-             "analyses": [a.id for a in protocol.analyses if a.estimand == e.id]}
+             "analyses": [a.id for a in protocol.analyses
+                          if a.estimand == e.id and a.id in fits.estimates]}
             for e in protocol.estimands
         ],
-        "estimates": [_shared_estimate(fits.estimates[a.id], k) for a in protocol.analyses],
+        "estimates": [_shared_estimate(fits.estimates[a.id], k) for a in protocol.analyses
+                      if a.id in fits.estimates],
         "outcomes": outcomes,
         "safety": {"red_flags": red_flags},
         "fairness": fairness_panel(protocol, scored),
