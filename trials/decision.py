@@ -8,7 +8,12 @@ Rules (documented in ``docs/protocol.md``):
   criterion is met; otherwise NO-GO;
 * interim look: futility met -> STOP-FUTILITY; every success criterion met reliably ->
   STOP-EFFICACY; otherwise CONTINUE. Group-sequential boundaries enter as criteria too
-  (:mod:`trials.sequential`).
+  (:mod:`trials.sequential`);
+* secondary criteria read the multiplicity-adjusted p-value of their analysis (Holm, Hochberg,
+  fixed-sequence or Bonferroni, as the protocol declares); they are reported as claims and never
+  change the decision;
+* a failed pre-specified falsification check turns a GO (or STOP-EFFICACY) into NOT
+  INTERPRETABLE, with the check named in the rationale.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class Outcome(StrEnum):
     continue_ = "continue"
     stop_efficacy = "stop_efficacy"  # interim looks: stop early for benefit
     stop_futility = "stop_futility"  # interim looks: stop early for futility
+    not_interpretable = "not_interpretable"  # a falsification check failed
 
 
 _STAT_WORDS = {
@@ -115,7 +121,10 @@ def _observed(c: Criterion, est: Estimate) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def evaluate_criterion(c: Criterion, est: Estimate | None) -> CriterionResult:
+def evaluate_criterion(c: Criterion, est: Estimate | None,
+                       adjusted: Mapping[str, Any] | None = None) -> CriterionResult:
+    """Evaluate one criterion; ``adjusted`` (for secondary criteria) holds the multiplicity
+    adjustment of the family: ``method`` and ``p_values`` by analysis id."""
     source = c.analysis or c.safety or c.responder or ""
     base = dict(id=c.id, kind=c.kind.value, label=c.label, source=source,
                 statistic=c.statistic.value, comparator=c.comparator.value,
@@ -125,6 +134,11 @@ def evaluate_criterion(c: Criterion, est: Estimate | None) -> CriterionResult:
                                counts_toward_decision=False,
                                rationale=f"Not evaluable: no result for {source!r}.")
     observed = _observed(c, est)
+    note = ""
+    if c.kind == CriterionKind.secondary and adjusted is not None and observed is not None:
+        raw = observed
+        observed = float(adjusted["p_values"][source])
+        note = f" ({adjusted['method']}-adjusted; unadjusted {raw:.3g})"
     if observed is None:
         return CriterionResult(**base, observed=None, met=None, reliable=est.reliable,
                                counts_toward_decision=False,
@@ -141,8 +155,8 @@ def evaluate_criterion(c: Criterion, est: Estimate | None) -> CriterionResult:
         what = _STAT_WORDS[c.statistic].format(level=level)
         words = _CMP_WORDS[c.comparator.value]
         relation = words if met else "not " + words
-        text = f"The {what} of {source} is {observed:.3g}, {relation} {c.threshold:g}"
-    counts = True
+        text = f"The {what} of {source} is {observed:.3g}{note}, {relation} {c.threshold:g}"
+    counts = c.kind != CriterionKind.secondary
     if not est.reliable:
         if c.kind == CriterionKind.harm:
             text += " (the fit failed its diagnostics gate; harm is still applied: safety first)"
@@ -162,11 +176,15 @@ def decide(
     exploratory: bool = False,
     responders: Mapping[str, Estimate] | None = None,
     extra: Sequence[CriterionResult] = (),
+    adjusted: Mapping[str, Any] | None = None,
+    falsification: Sequence[Mapping[str, Any]] = (),
 ) -> Decision:
     """Evaluate the protocol's criteria at ``look`` (the final look by default).
 
     ``extra`` holds criteria evaluated elsewhere, such as group-sequential boundaries
-    (:mod:`trials.sequential`); they count like the protocol's own.
+    (:mod:`trials.sequential`); they count like the protocol's own. ``adjusted`` is the
+    multiplicity adjustment of the secondary family (``method``, ``p_values``);
+    ``falsification`` the pre-specified checks (``check``, ``passed``, ``detail``).
     """
     look = look or protocol.design.final_look
     final = look == protocol.design.final_look
@@ -179,7 +197,8 @@ def decide(
             return safety.get(c.safety)
         return responders.get(c.responder or "")
 
-    results = tuple(evaluate_criterion(c, target(c)) for c in protocol.criteria_at(look))
+    results = tuple(evaluate_criterion(c, target(c), adjusted)
+                    for c in protocol.criteria_at(look))
     results += tuple(extra)
     harm = [r for r in results if r.kind == "harm" and r.met]
     success = [r for r in results if r.kind == "success"]
@@ -208,7 +227,16 @@ def decide(
     else:
         outcome = Outcome.continue_
         why = "No stopping criterion was met at this interim look."
-    label = {Outcome.go: labels.go, Outcome.no_go: labels.no_go,
+    failed_checks = [f for f in falsification if not f["passed"]]
+    if failed_checks and outcome in (Outcome.go, Outcome.stop_efficacy):
+        was = outcome
+        outcome = Outcome.not_interpretable
+        why = (f"The criteria pointed to {labels.go if was == Outcome.go else labels.stop_efficacy}"
+               ", but pre-specified falsification checks failed, so the result cannot be "
+               "interpreted as an effect of the intervention: "
+               + "; ".join(f"{f['check']} ({f['detail']})" for f in failed_checks) + ".")
+    label = {Outcome.go: labels.go, Outcome.not_interpretable: labels.not_interpretable,
+             Outcome.no_go: labels.no_go,
              Outcome.stop_for_harm: labels.stop_for_harm,
              Outcome.continue_: labels.continue_, Outcome.stop_efficacy: labels.stop_efficacy,
              Outcome.stop_futility: labels.stop_futility}[outcome]

@@ -30,6 +30,7 @@ from trials.io import (
 )
 from trials.lock import StudyFiles, check_lock, lock_anchors, read_lock
 from trials.measures import compute_measures, read_logs
+from trials.panels import equity_measures, multiplicity_adjustment, subgroup_effects
 from trials.privacy import load_or_create_key, pseudonymise
 from trials.protocol import Protocol, load_protocol
 from trials.sequential import monitor, open_summary
@@ -141,10 +142,19 @@ def run_study(
     measures = compute_measures(protocol, frame, scored, log_frames)
     safety = {**safety_estimates(protocol, scored), **measures.safety_estimates()}
     monitoring = monitor(protocol, fits.estimates, look)
+    adjusted = multiplicity_adjustment(protocol, fits.estimates)
     decision = decide(protocol, fits.estimates, safety, look=look, exploratory=exploratory,
                       responders=measures.responders,
-                      extra=monitoring.criteria if monitoring else ())
+                      extra=monitoring.criteria if monitoring else (), adjusted=adjusted)
     results = summarise(protocol, intake, scored, fits, safety, look, exploratory, measures)
+    results["analysis_details"] = fits.extras
+    if adjusted is not None:
+        results["multiplicity"] = adjusted
+    if look == protocol.design.final_look and protocol.fairness is not None:
+        results["subgroup_effects"] = subgroup_effects(protocol, scored)
+        results["equity"] = equity_measures(
+            protocol, scored, log_frames,
+            measures.engagement.per_participant if measures.engagement else None)
     # An exploratory run of an edited protocol still reports the chain it departs from.
     results["protocol_history"] = protocol_history(
         protocol, lock or (read_lock(files) if files.lock.exists() else None))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,8 @@ from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from outcomes.instruments import INSTRUMENTS, Instrument, get_instrument, instrument_from_dict
 from trials.errors import ProtocolError
+from trials.protocol_checks import check_models
+from trials.protocol_models import Fairness, Multiplicity, PriorSets
 from trials.protocol_sections import (  # noqa: F401  (re-exported for callers)
     AdverseEventLog,
     Analysis,
@@ -77,6 +80,9 @@ class Protocol(_Spec):
         (), description="User-defined instruments, in the library's format.")
     responders: tuple[Responder, ...] = ()
     group_sequential: GroupSequential | None = None
+    priors: PriorSets | None = None
+    multiplicity: Multiplicity | None = None
+    fairness: Fairness | None = None
     simulation: Simulation | None = None
     engagement: Engagement | None = None
     reliability: Reliability | None = None
@@ -210,6 +216,7 @@ class Protocol(_Spec):
         for s in self.subgroups:
             if s not in self.data.participant_columns + self.design.strata:
                 raise ValueError(f"subgroups: {s!r} is not a participant column or stratum")
+        check_models(self)
         return self
 
     # ------------------------------------------------------------------ lookups
@@ -270,12 +277,19 @@ def parse_protocol(data: Any, source: str = "<protocol>") -> Protocol:
         raise ProtocolError(f"{source}: {_first_error(exc)}") from None
 
 
+_UNION_TAG = re.compile(r"^([A-Z][A-Za-z]*|literal\[.*|function-.*)$")
+
+
 def _first_error(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
+        # Union members appear in pydantic's location as their class or literal name
+        # ("BayesPrior", "literal['sceptical', ...]"); a protocol field path never has them.
+        loc = ".".join(str(p) for p in err["loc"] if not _UNION_TAG.match(str(p)))
         msg = err["msg"].removeprefix("Value error, ")
-        if loc and msg.startswith(loc.split(".")[-1] + ":"):
+        if loc and msg.startswith("options."):
+            lines.append(f"{loc}.{msg}")
+        elif loc and msg.startswith(loc.split(".")[-1] + ":"):
             lines.append(msg)
         else:
             lines.append(f"{loc}: {msg}" if loc else msg)

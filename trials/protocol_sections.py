@@ -9,19 +9,18 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-Identifier = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]*$", max_length=64)]
-# A number that must be finite: a NaN threshold could never be met and would silently switch
-# a rule off.
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+from trials.protocol_base import Finite, Identifier, _Spec
+from trials.protocol_models import (
+    BAYESIAN_MODELS,
+    MODEL_OPTIONS,
+    ModelName,
+    ModelOptions,
+    PriorSetName,
+)
 
 # --------------------------------------------------------------------------- design
 
@@ -39,7 +38,10 @@ class Look(_Spec):
 
 
 class Design(_Spec):
-    type: Literal["parallel"] = "parallel"
+    type: Literal["parallel", "cluster", "stepped_wedge"] = Field(
+        "parallel", description="parallel: individually randomised; cluster: clusters "
+        "randomised (data.cluster); stepped_wedge: clusters cross over at staggered periods "
+        "(data.cluster and data.period).")
     arms: tuple[Arm, ...] = Field(min_length=2, max_length=2,
                                   description="v1 runs two-arm trials: one control arm.")
     strata: tuple[Identifier, ...] = ()
@@ -147,6 +149,10 @@ class DataColumns(_Spec):
     participant_columns: tuple[str, ...] = Field(
         (), description="Participant-level columns (demographics) that must be constant per ID."
     )
+    cluster: str | None = Field(None, description="Cluster column (cluster and stepped-wedge "
+                                "designs); participant-level.")
+    period: str | None = Field(None, description="Period column (stepped-wedge designs); "
+                               "participant-level.")
     completed_at: str | None = Field(
         None, description="Column with the date-time a visit's questionnaires were completed "
         "(needed to time escalations of red flags)."
@@ -201,7 +207,19 @@ class IntercurrentEvent(_Spec):
 class Variable(_Spec):
     outcome: Identifier
     visit: int
-    measure: Literal["score", "change"] = "score"
+    measure: Literal["score", "change", "responder", "count"] = "score"
+    responder: Identifier | None = Field(
+        None, description="measure: responder — the responder definition (see `responders`).")
+    column: str | None = Field(
+        None, description="measure: count — the participant column holding the count.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Variable:
+        if (self.measure == "responder") != (self.responder is not None):
+            raise ValueError("responder is needed with, and only with, measure: responder")
+        if (self.measure == "count") != (self.column is not None):
+            raise ValueError("column is needed with, and only with, measure: count")
+        return self
 
 
 class Treatment(_Spec):
@@ -216,7 +234,8 @@ class Estimand(_Spec):
     variable: Variable
     treatment: Treatment
     intercurrent_events: tuple[IntercurrentEvent, ...] = ()
-    summary: Literal["difference_in_means"] = "difference_in_means"
+    summary: Literal["difference_in_means", "risk_difference", "risk_ratio", "odds_ratio",
+                     "rate_ratio"] = "difference_in_means"
     clinically_important_difference: Finite | None = Field(
         None, description="Smallest between-arm difference that matters, in outcome units, signed."
     )
@@ -266,25 +285,63 @@ class Analysis(_Spec):
     id: Identifier
     estimand: Identifier
     engine: Literal["frequentist", "bayesian"]
-    model: Literal["ancova"] = "ancova"
+    model: ModelName = "ancova"
+    options: ModelOptions | None = Field(
+        None, description="Options of the model family (see trials.protocol_models).")
+    purpose: Literal["primary", "sensitivity", "supportive"] = Field(
+        "primary", description="How the reports present it: the primary analysis of its "
+        "estimand, a sensitivity analysis, or a supportive one.")
     covariates: tuple[str, ...] = Field(
         ("baseline",),
         description="'baseline' is the outcome at its baseline visit; other names are columns.",
     )
     interval_level: float = Field(0.95, gt=0, lt=1)
-    prior: BayesPrior | None = None
+    prior: BayesPrior | PriorSetName | None = Field(
+        None, description="Explicit priors, or the name of a prior set built from `priors`.")
+    prior_sensitivity: bool = Field(
+        False, description="Refit under each of `priors.sensitivity` (engine: bayesian).")
     sampler: Sampler | None = None
     diagnostics: Diagnostics | None = None
     looks: tuple[Identifier, ...] | None = Field(
         None, description="Looks at which this analysis is run (every look by default).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_options(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        model = data.get("model", "ancova")
+        kind = MODEL_OPTIONS.get(model) if isinstance(model, str) else None
+        opts = data.get("options")
+        if kind is None or isinstance(opts, kind) or (model == "ancova" and not opts):
+            return data
+        try:
+            parsed = kind.model_validate(opts if opts is not None else {})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise ValueError(f"options.{where}: {err['msg']} (model {model})") from None
+        return {**data, "options": parsed}
+
     @model_validator(mode="after")
     def _check(self) -> Analysis:
-        if self.engine == "frequentist" and (self.prior or self.sampler):
-            raise ValueError("prior and sampler apply only to engine: bayesian")
-        if self.engine == "bayesian" and self.prior is None:
-            raise ValueError("engine: bayesian needs a stated prior")
+        if self.engine == "frequentist" and (self.prior or self.sampler or self.prior_sensitivity):
+            raise ValueError("prior, prior_sensitivity and sampler apply only to engine: bayesian")
+        if self.engine == "bayesian":
+            if self.prior is None:
+                raise ValueError("engine: bayesian needs a stated prior")
+            if self.model not in BAYESIAN_MODELS:
+                raise ValueError(f"model {self.model} has no bayesian engine (bayesian models: "
+                                 f"{', '.join(sorted(BAYESIAN_MODELS))})")
+            if self.model != "ancova" and isinstance(self.prior, BayesPrior):
+                raise ValueError(f"model {self.model}: name a prior set (sceptical, "
+                                 "weakly_informative, enthusiastic) built from `priors`")
         return self
+
+    @property
+    def opts(self) -> Any:
+        """The model's options, defaults filled in."""
+        return self.options if self.options is not None else MODEL_OPTIONS[self.model]()
 
 
 # --------------------------------------------------------------------------- safety
@@ -468,6 +525,9 @@ class CriterionKind(StrEnum):
     success = "success"
     futility = "futility"
     harm = "harm"
+    # A claim about a secondary estimand: reported with its (multiplicity-adjusted) result,
+    # never part of the GO / NO-GO rule.
+    secondary = "secondary"
 
 
 class Criterion(_Spec):
@@ -510,6 +570,7 @@ class DecisionLabels(_Spec):
     continue_: str = Field("CONTINUE", alias="continue")
     stop_efficacy: str = "STOP-EFFICACY"
     stop_futility: str = "STOP-FUTILITY"
+    not_interpretable: str = "NOT INTERPRETABLE"
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -7,6 +7,7 @@ This is the one place that turns protocol sections into the specification object
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import arviz as az
 import pandas as pd
@@ -40,7 +41,9 @@ def score_outcomes(protocol: Protocol, intake_frame: pd.DataFrame) -> pd.DataFra
         names[cols.completed_at] = "completed_at"
     out = intake_frame.rename(columns=names)
     keep = ["participant", "arm", "visit"] + (["completed_at"] if cols.completed_at else [])
-    keep += [c for c in out.columns if c in (*protocol.design.strata, *cols.participant_columns)]
+    keep += [c for c in out.columns if c in (*protocol.design.strata, *cols.participant_columns,
+                                             *(c for c in (cols.cluster, cols.period) if c))
+             and c not in keep]
     scored = out[keep].copy()
     for outcome in protocol.outcomes:
         inst = protocol.instrument(outcome.id)
@@ -69,10 +72,14 @@ def _visit_spec(protocol: Protocol, analysis: Analysis) -> VisitEstimandSpec:
     )
 
 
-def analysis_frame(protocol: Protocol, scored: pd.DataFrame, analysis_id: str) -> pd.DataFrame:
-    """The one-row-per-participant frame an analysis is fitted to."""
+def analysis_frame(protocol: Protocol, scored: pd.DataFrame, analysis_id: str,
+                   with_design_columns: bool = False) -> pd.DataFrame:
+    """The one-row-per-participant frame an analysis is fitted to (with the cluster and period
+    columns when ``with_design_columns``)."""
     analysis = protocol.analysis(analysis_id)
-    return visit_frame(scored, _visit_spec(protocol, analysis), analysis.covariates)
+    extra = tuple(c for c in (protocol.data.cluster, protocol.data.period)
+                  if c and with_design_columns and c not in analysis.covariates)
+    return visit_frame(scored, _visit_spec(protocol, analysis), (*analysis.covariates, *extra))
 
 
 def bayes_spec(protocol: Protocol, analysis: Analysis) -> BayesAncovaSpec:
@@ -97,14 +104,27 @@ def bayes_spec(protocol: Protocol, analysis: Analysis) -> BayesAncovaSpec:
 class Fits:
     estimates: dict[str, Estimate]
     posteriors: dict[str, az.InferenceData] = field(default_factory=dict)
+    # Per analysis: what its model family reports beside the Estimate (JSON-ready).
+    extras: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def fit_analyses(protocol: Protocol, scored: pd.DataFrame, look: str | None = None) -> Fits:
     """Fit every analysis pre-specified for ``look`` (the final look by default); the key is the
     analysis id."""
+    from trials.fitting import fit_model
+
     estimates: dict[str, Estimate] = {}
     posteriors: dict[str, az.InferenceData] = {}
+    extras: dict[str, dict[str, Any]] = {}
     for analysis in protocol.analyses_at(look or protocol.design.final_look):
+        if analysis.model != "ancova":
+            out = fit_model(protocol, scored, analysis)
+            estimates[analysis.id] = out.estimate
+            if out.idata is not None:
+                posteriors[analysis.id] = out.idata
+            if out.extra:
+                extras[analysis.id] = out.extra
+            continue
         frame = analysis_frame(protocol, scored, analysis.id)
         if analysis.engine == "frequentist":
             estimates[analysis.id] = fit_ancova(
@@ -114,7 +134,7 @@ def fit_analyses(protocol: Protocol, scored: pd.DataFrame, look: str | None = No
             result = fit_bayes_ancova(frame, bayes_spec(protocol, analysis))
             estimates[analysis.id] = result.estimate
             posteriors[analysis.id] = result.idata
-    return Fits(estimates, posteriors)
+    return Fits(estimates, posteriors, extras)
 
 
 # --------------------------------------------------------------------------- safety
