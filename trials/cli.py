@@ -45,8 +45,20 @@ def demo(
     out: Path = typer.Option(Path("demo-output"), help="Folder to write (replaced on success)."),
     n: int = typer.Option(400, help="Participants to simulate."),
     seed: int = typer.Option(20261127, help="Seed of the simulated data."),
+    study: str = typer.Option("trial", help="trial: the randomised demo; rollout: the "
+                              "quasi-experimental demo (staggered switch-on in clinics)."),
 ) -> None:
-    """Simulate, lock, run, report and bundle the demo study."""
+    """Simulate, lock, run, report and bundle a demo study."""
+    if study == "rollout":
+        from trials.demo_rollout import run_rollout_demo
+
+        run = run_rollout_demo(out, seed=seed)
+        typer.echo(f"decision: {run.decision.display_label}")
+        typer.echo(f"report:   {run.report}")
+        typer.echo(f"bundle:   {run.bundle}")
+        return
+    if study != "trial":
+        raise TrialsError(f"--study {study}: expected trial or rollout")
     from trials.demo import run_demo
 
     res = run_demo(out, n=n, seed=seed)

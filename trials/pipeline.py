@@ -107,6 +107,13 @@ def run_study(
     if out_resolved == study_dir or out_resolved in study_dir.parents:
         raise TrialsError(f"--out {out_dir}: would replace the folder holding {files.protocol}; "
                           "choose a separate run directory")
+    from trials.quasi_protocol import QuasiProtocol
+    if isinstance(protocol, QuasiProtocol):
+        if look not in (None, "final"):
+            raise LockError(f"{files.protocol}: a quasi-experimental study has one look, final")
+        from trials.quasi_pipeline import run_quasi
+        return run_quasi(protocol, files, data_paths, out_dir, exploratory=exploratory,
+                         render=render, bundle=bundle)
     look = look or protocol.design.final_look
     if look not in {lk.id for lk in protocol.design.looks}:
         raise LockError(f"{files.protocol}: design.looks has no look {look!r}")

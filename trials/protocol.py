@@ -268,11 +268,20 @@ def _ref(field: str, value: object, known: Any) -> ValueError:
 
 
 def parse_protocol(data: Any, source: str = "<protocol>") -> Protocol:
-    """Validate plain data as a protocol; errors name the source and the field."""
+    """Validate plain data as a protocol; errors name the source and the field.
+
+    A ``design.type`` of a quasi-experimental design gives a
+    :class:`~trials.quasi_protocol.QuasiProtocol` (same lock, audit and bundle contract).
+    """
     if not isinstance(data, dict):
         raise ProtocolError(f"{source}: the protocol must be a YAML mapping")
+    from trials.quasi_protocol import QUASI_DESIGNS, QuasiProtocol
+
+    design = data.get("design")
+    kind = QuasiProtocol if (isinstance(design, dict)
+                             and design.get("type") in QUASI_DESIGNS) else Protocol
     try:
-        return Protocol.model_validate(data)
+        return kind.model_validate(data)  # type: ignore[return-value]
     except ValidationError as exc:
         raise ProtocolError(f"{source}: {_first_error(exc)}") from None
 
