@@ -252,9 +252,15 @@ def simulate(
     progress: bool = typer.Option(True, help="Show a progress bar."),
     scenarios: Path | None = typer.Option(None, help="YAML list of scenarios (instead of the "
                                           "protocol's simulation.scenarios)."),
+    report: bool = typer.Option(True, help="Render the design report <stem>.design.html."),
 ) -> None:
-    """Simulate the protocol's design under scenarios: writes <stem>.oc.json, .csv and .png."""
-    from trials.simulate import load_scenarios, write_operating_characteristics
+    """Simulate the protocol's design and decision rule under scenarios: writes
+    <stem>.oc.json, .csv and .png, and the design report <stem>.design.html."""
+    from trials.simulate import (
+        design_report_path,
+        load_scenarios,
+        write_operating_characteristics,
+    )
 
     extra = {"scenarios": load_scenarios(scenarios)} if scenarios else {}
 
@@ -265,11 +271,15 @@ def simulate(
                           dashboard_address=None) as cluster, Client(cluster) as client:
             path = write_operating_characteristics(protocol, scheduler=client,
                                                    progress=progress, trials=trials, seed=seed,
-                                                   engine=engine, **extra)
+                                                   engine=engine, report=report, **extra)
     else:
         path = write_operating_characteristics(protocol, scheduler=scheduler, progress=progress,
-                                               trials=trials, seed=seed, engine=engine, **extra)
-    typer.echo(f"wrote {path}, {path.with_suffix('.csv')} and {path.with_suffix('.png')}")
+                                               trials=trials, seed=seed, engine=engine,
+                                               report=report, **extra)
+    written = [str(path), str(path.with_suffix(".csv")), str(path.with_suffix(".png"))]
+    if report:
+        written.append(str(design_report_path(protocol)))
+    typer.echo(f"wrote {', '.join(written[:-1])} and {written[-1]}")
 
 
 @design_app.command("boundaries")
@@ -340,13 +350,15 @@ def replicate(
     bundle: Path,
     out: Path | None = typer.Option(None, help="New or empty folder to keep the re-run in "
                                     "(a temporary folder by default)."),
+    data: Path | None = typer.Option(None, help="Folder of controlled-access data released "
+                                     "with the bundle (checked against its SHA-256)."),
 ) -> None:
     """Verify BUNDLE, re-run its analyses on its shared data and confirm identical
     results.json and decision.json. Exit 0 identical, 1 something differs, 3 the analyses
     could not be re-run (no shared data: the brief was re-rendered and compared instead)."""
     from trials.replicate import replicate_bundle
 
-    rep = replicate_bundle(bundle, out)
+    rep = replicate_bundle(bundle, out, data)
     typer.echo(f"ok: {bundle} intact ({rep.files} files)")
     if rep.rerun:
         kind = "exploratory" if rep.exploratory else "confirmatory"

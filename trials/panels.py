@@ -37,9 +37,9 @@ def multiplicity_adjustment(protocol: Protocol,
         return {**out, "p_values": {}, "hypotheses": []}
     result = adjust(raw, MultiplicitySpec(method=m.method, alpha=m.alpha, order=order))
     d = result.to_dict()
-    rows = d.get("hypotheses") or d.get("rows") or []
-    adjusted = {r["id"]: r["adjusted_p"] for r in rows}
-    return {**out, "p_values": adjusted, "hypotheses": rows}
+    adjusted = {r["hypothesis"]: r["adjusted_p"] for r in d["rows"]}
+    return {**out, "p_values": adjusted, "hypotheses": d["rows"],
+            "stopped_at": d["stopped_at"]}
 
 
 def _min_cell(protocol: Protocol) -> int:
@@ -109,6 +109,8 @@ def equity_measures(protocol: Protocol, scored: pd.DataFrame,
         people["serious_ae"] = people.index.isin(ids[serious])
     if engagement is not None and "sessions" in engagement.columns:
         people["engaged"] = engagement["sessions"].reindex(people.index).fillna(0) > 0
-    result = measure(people.reset_index(), FairnessSpec(subgroups=protocol.subgroups,
-                                                        min_cell=_min_cell(protocol)))
+    primary_estimand = protocol.estimands[0].treatment
+    result = measure(people.reset_index(), FairnessSpec(
+        subgroups=protocol.subgroups, min_cell=_min_cell(protocol),
+        experimental=primary_estimand.arm, comparator=primary_estimand.comparator))
     return result.to_dict()

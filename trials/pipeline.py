@@ -97,7 +97,12 @@ def run_study(
     """
     from reports.render import render_report  # reports sit after the decision in the flow
     from trials.bundle import write_bundle
-    from trials.replicate import SHARED_DIR, write_shared_data
+    from trials.replicate import (
+        CONTROLLED_DIR,
+        SHARED_DIR,
+        write_controlled_index,
+        write_shared_data,
+    )
     from trials.summaries import protocol_history
 
     files = StudyFiles.beside(protocol_path)
@@ -193,6 +198,12 @@ def run_study(
             shared.to_csv(stage / "analysis_dataset.csv", index=False)
             write_shared_data(stage / SHARED_DIR, protocol, frame, log_frames, intake.sources,
                               intake.dropped_identifiers, log_sources)
+        elif protocol.privacy.controlled_access_dataset:
+            # Outside the bundle: released only under a data-sharing agreement. The bundle
+            # carries their hashes (controlled_data.json) so a re-run can prove it used them.
+            folder = write_shared_data(stage / CONTROLLED_DIR, protocol, frame, log_frames,
+                                       intake.sources, intake.dropped_identifiers, log_sources)
+            write_controlled_index(stage, folder)
         # The final look gets the brief, the full report and the closed/open monitoring
         # report; an interim look only the monitoring report (nothing to brief or publish yet).
         names = (("brief", "full", "monitoring") if look == protocol.design.final_look

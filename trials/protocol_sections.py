@@ -495,6 +495,10 @@ class Privacy(_Spec):
     pseudonymise_ids: bool = True
     small_cell_threshold: int = Field(5, ge=1)
     share_analysis_dataset: bool = False
+    controlled_access_dataset: bool = Field(
+        False, description="Write the pseudonymised analysis data beside the run "
+        "(controlled_data/), never into the bundle, for release under a data-sharing agreement; "
+        "the bundle records their SHA-256 so `trials replicate --data` can re-run on them.")
 
 
 # --------------------------------------------------------------------------- criteria

@@ -37,10 +37,13 @@ import pandas as pd
 
 from trials.data import Intake, read_table
 from trials.errors import BundleError, TrialsError
-from trials.io import read_json, write_json_atomic, write_text_atomic
+from trials.io import read_json, sha256_file, write_json_atomic, write_text_atomic
 from trials.protocol import Protocol
 
 SHARED_DIR = "shared_data"  # in a run directory
+CONTROLLED_DIR = "controlled_data"  # in a run directory, never in a bundle
+CONTROLLED_INDEX = "controlled_data.json"  # in the run directory and the bundle
+CONTROLLED_SCHEMA = "trials.controlled_data/1"
 BUNDLE_DATA = "data"  # the same files inside a bundle
 INDEX = "shared.json"
 INTAKE = "intake.csv"
@@ -331,8 +334,42 @@ def _protocol_name(members: Mapping[str, bytes], run: Mapping[str, Any]) -> str:
     return yamls[0].split("/", 1)[1]
 
 
-def replicate_bundle(bundle: str | Path, out: str | Path | None = None) -> Replication:
+def write_controlled_index(run_dir: Path, folder: Path) -> Path:
+    """``controlled_data.json``: the SHA-256 of every file released under controlled access."""
+    files = [{"file": p.name, "sha256": sha256_file(p)} for p in sorted(folder.iterdir())
+             if p.is_file()]
+    return write_json_atomic(run_dir / CONTROLLED_INDEX, {
+        "schema": CONTROLLED_SCHEMA, "folder": CONTROLLED_DIR, "files": files,
+        "note": "Pseudonymised analysis data, released only under a data-sharing agreement; "
+                "re-run with `trials replicate BUNDLE --data FOLDER`."})
+
+
+def _controlled_members(members: Mapping[str, bytes], data: Path) -> dict[str, bytes]:
+    """The controlled-access files in ``data`` as bundle members (``data/...``), after checking
+    each against the SHA-256 the bundle recorded."""
+    if CONTROLLED_INDEX not in members:
+        raise BundleError(f"--data {data}: the bundle records no controlled-access data "
+                          f"({CONTROLLED_INDEX} is missing)")
+    index = json.loads(members[CONTROLLED_INDEX])
+    out = {}
+    for entry in index["files"]:
+        path = data / entry["file"]
+        if not path.is_file():
+            raise BundleError(f"--data {data}: {entry['file']} is missing")
+        if sha256_file(path) != entry["sha256"]:
+            raise BundleError(f"--data {data}: {entry['file']} differs from the data the bundle "
+                              "was made from (SHA-256 mismatch)")
+        out[f"{BUNDLE_DATA}/{entry['file']}"] = path.read_bytes()
+    return out
+
+
+def replicate_bundle(bundle: str | Path, out: str | Path | None = None,
+                     data: str | Path | None = None) -> Replication:
     """Verify ``bundle``, re-run its analyses on its shared data and compare the results.
+
+    ``data`` is the folder of controlled-access data (``controlled_data/`` of the original run,
+    released under a data-sharing agreement); each file must match the SHA-256 the bundle
+    recorded.
 
     Parameters
     ----------
@@ -354,6 +391,8 @@ def replicate_bundle(bundle: str | Path, out: str | Path | None = None) -> Repli
     bundle = Path(bundle)
     manifest = verify_bundle(bundle)
     members = read_members(bundle)
+    if data is not None:
+        members = {**members, **_controlled_members(members, Path(data))}
     if out is not None:
         work = Path(out)
         if work.exists() and (not work.is_dir() or any(work.iterdir())):

@@ -89,15 +89,60 @@ def bayes_spec(protocol: Protocol, analysis: Analysis) -> BayesAncovaSpec:
     g = analysis.diagnostics
     wanted = sorted({(c.comparator.value, c.threshold) for c in protocol.criteria
                      if c.analysis == analysis.id and c.probability is not None})
+    if isinstance(p, str):  # a named prior set built from the estimand's CID
+        from trials.fitting import prior_set
+        prior = ancova_prior(prior_set(protocol, analysis, p))
+    else:
+        prior = Prior(p.treatment_effect.mean, p.treatment_effect.sd, p.coefficients.mean,
+                      p.coefficients.sd, p.intercept.mean, p.intercept.sd, p.residual_sd.sd)
     return BayesAncovaSpec(
         estimand=analysis.estimand, analysis=analysis.id, covariates=analysis.covariates,
         interval_level=analysis.interval_level,
-        prior=Prior(p.treatment_effect.mean, p.treatment_effect.sd, p.coefficients.mean,
-                    p.coefficients.sd, p.intercept.mean, p.intercept.sd, p.residual_sd.sd),
+        prior=prior,
         sampler=SamplerSettings(**s.model_dump()) if s else SamplerSettings(),
         gate=DiagnosticsGate(**g.model_dump()) if g else DiagnosticsGate(),
         probabilities=tuple(wanted),
     )
+
+
+def ancova_prior(prior_set: Any) -> Prior:
+    """A named prior set (:class:`analysis.bayes_priors.PriorSet`) as Bayesian ANCOVA priors."""
+    return Prior(prior_set.effect_mean, prior_set.effect_sd, 0.0, prior_set.coef_sd, 0.0,
+                 prior_set.intercept_sd, prior_set.sigma_sd)
+
+
+@dataclass(frozen=True)
+class _AncovaPriorSetSpec:
+    """A Bayesian ANCOVA spec whose ``prior`` is a named prior set, for the prior-sensitivity
+    table (:func:`analysis.bayes_priors.prior_sensitivity` replaces ``prior``)."""
+
+    base: BayesAncovaSpec
+    prior: Any
+
+    @property
+    def estimand(self) -> str:
+        return self.base.estimand
+
+    @property
+    def analysis(self) -> str:
+        return self.base.analysis
+
+
+def _fit_ancova_prior_set(frame: pd.DataFrame, spec: _AncovaPriorSetSpec) -> Any:
+    from dataclasses import replace
+
+    return fit_bayes_ancova(frame, replace(spec.base, prior=ancova_prior(spec.prior)))
+
+
+def ancova_prior_sensitivity(protocol: Protocol, analysis: Analysis, frame: pd.DataFrame,
+                             spec: BayesAncovaSpec) -> dict[str, Any]:
+    from analysis.bayes_priors import prior_sensitivity
+    from trials.fitting import prior_set
+
+    assert protocol.priors is not None
+    sets = [prior_set(protocol, analysis, name) for name in protocol.priors.sensitivity]
+    wrapped = _AncovaPriorSetSpec(spec, sets[0])
+    return prior_sensitivity(_fit_ancova_prior_set, frame, wrapped, sets).to_dict()
 
 
 @dataclass(frozen=True)
@@ -131,9 +176,13 @@ def fit_analyses(protocol: Protocol, scored: pd.DataFrame, look: str | None = No
                 frame, AncovaSpec(analysis.estimand, analysis.id, analysis.covariates,
                                   analysis.interval_level))
         else:
-            result = fit_bayes_ancova(frame, bayes_spec(protocol, analysis))
+            spec = bayes_spec(protocol, analysis)
+            result = fit_bayes_ancova(frame, spec)
             estimates[analysis.id] = result.estimate
             posteriors[analysis.id] = result.idata
+            if analysis.prior_sensitivity:
+                extras[analysis.id] = {"prior_sensitivity": ancova_prior_sensitivity(
+                    protocol, analysis, frame, spec)}
     return Fits(estimates, posteriors, extras)
 
 
