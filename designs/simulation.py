@@ -4,6 +4,8 @@ The pieces:
 
 * :class:`Scenario` and :class:`SimulationSpec` (with :class:`HarmEventRule`):
   :mod:`designs.simulation_spec`;
+* the protocol's criteria and decision rule (:class:`DecisionRules`, :class:`CriterionRule`,
+  :class:`AnalysisRule`): :mod:`designs.simulation_criteria`;
 * the summary-statistic and patient-level engines: :mod:`designs.simulation_engines`;
 * :class:`SimulationResults` and :class:`ScenarioResult`: :mod:`designs.simulation_results`;
 * :func:`plot_operating_characteristics`: :mod:`designs.simulation_plot`;
@@ -30,6 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from designs.simulation_criteria import (
+    DECISIONS,
+    AnalysisRule,
+    CriterionRule,
+    DecisionRules,
+)
 from designs.simulation_engines import REASONS, Tally, simulate_chunk
 from designs.simulation_plot import plot_operating_characteristics
 from designs.simulation_results import ScenarioResult, SimulationResults
@@ -42,7 +50,11 @@ from designs.simulation_spec import (
 )
 
 __all__ = [
+    "DECISIONS",
     "REASONS",
+    "AnalysisRule",
+    "CriterionRule",
+    "DecisionRules",
     "HarmEventRule",
     "LookPlan",
     "Scenario",

@@ -1,8 +1,9 @@
 """The two simulation engines, run on one chunk of trials of one scenario.
 
 Both return a :class:`Tally` (counts and sums only, so chunks merge by addition) and share the
-stopping rules, the enrolment model and the harm-event model; they differ only in how the
-benefit-positive Z and the estimate at each look are obtained:
+decision rule (:func:`designs.simulation_criteria.look_decisions`: the boundaries and the
+protocol's criteria), the enrolment model and the harm-event model; they differ only in how the
+estimate, its SE and degrees of freedom, and the benefit-positive Z at each look are obtained:
 
 * ``"summary"``: the difference in means from its exact per-look increments (known SD);
 * ``"patient"``: every participant's baseline and outcome, and the ANCOVA fitted at each look.
@@ -27,6 +28,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import ndtri, stdtr
 
+from designs.simulation_criteria import (
+    CONTINUE,
+    GO,
+    NO_GO,
+    STOP_EFFICACY,
+    STOP_FOR_HARM,
+    STOP_FUTILITY,
+    look_decisions,
+)
 from designs.simulation_spec import LookPlan, Scenario
 
 REASONS = ("efficacy", "futility", "harm", "final")
@@ -73,18 +83,19 @@ def simulate_chunk(plan: LookPlan, scenario: Scenario, n_trials: int,
     """
     rng = np.random.default_rng(seed)
     if engine == "summary":
-        estimate, z = summary_statistics(plan, scenario, n_trials, rng)
+        estimate, se, df, z = summary_statistics(plan, scenario, n_trials, rng)
     else:
-        estimate, z = patient_statistics(plan, scenario, n_trials, rng, fitter)
+        estimate, se, df, z = patient_statistics(plan, scenario, n_trials, rng, fitter)
     closed, enrolled, time = enrolment(plan, scenario, n_trials, rng)
     harm_z = harm_event_z(scenario, closed, rng) if plan.harm_event_z is not None else None
-    look, reason = apply_rules(plan, z, harm_z)
+    look, reason = apply_rules(plan, z, harm_z, estimate, se, df)
     return tally(plan, scenario, look, reason, estimate, enrolled, time)
 
 
-def summary_statistics(plan: LookPlan, scenario: Scenario, m: int,
-                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Estimate and benefit-positive Z at each look from exact independent increments.
+def summary_statistics(plan: LookPlan, scenario: Scenario, m: int, rng: np.random.Generator
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Estimate, SE, degrees of freedom (infinite: known SD) and benefit-positive Z at each
+    look (trial, look) from exact independent increments.
 
     Notes
     -----
@@ -100,7 +111,8 @@ def summary_statistics(plan: LookPlan, scenario: Scenario, m: int,
     sigma = scenario.residual_sd
     draws = rng.standard_normal((m, n.size))
     estimate = np.cumsum(scenario.effect * inc + sigma * np.sqrt(2.0 * inc) * draws, axis=1) / n
-    return estimate, plan.sign * estimate / (sigma * np.sqrt(2.0 / n))
+    se = np.broadcast_to(sigma * np.sqrt(2.0 / n), estimate.shape)
+    return estimate, se, np.broadcast_to(math.inf, estimate.shape), plan.sign * estimate / se
 
 
 def patient_data(scenario: Scenario, m: int, n: int,
@@ -118,8 +130,10 @@ def patient_data(scenario: Scenario, m: int, n: int,
 
 
 def patient_statistics(plan: LookPlan, scenario: Scenario, m: int, rng: np.random.Generator,
-                       fitter: str = "closed_form") -> tuple[np.ndarray, np.ndarray]:
-    """Estimate and benefit-positive Z at each look from the ANCOVA on simulated participants.
+                       fitter: str = "closed_form"
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Estimate, SE, residual degrees of freedom and benefit-positive Z at each look (trial,
+    look) from the ANCOVA on simulated participants.
 
     ``fitter="closed_form"`` solves the OLS from within-arm sums (vectorised over trials and
     looks); ``"statsmodels"`` fits :func:`analysis.ancova.fit_ancova` at every look (slow: for
@@ -138,14 +152,21 @@ def patient_statistics(plan: LookPlan, scenario: Scenario, m: int, rng: np.rando
     n = np.asarray(plan.completers)
     x, y = patient_data(scenario, m, int(n[-1]), rng)
     if fitter == "statsmodels":
-        estimate, t, df = _statsmodels_ancova(x, y, n)
+        estimate, se, df = _statsmodels_ancova(x, y, n)
     else:
-        estimate, t, df = _closed_form_ancova(x, y, n)
-    return estimate, plan.sign * t_to_z(t, df)
+        estimate, se, df = _closed_form_fit(x, y, n)
+    return estimate, se, df, plan.sign * t_to_z(estimate / se, df)
 
 
 def _closed_form_ancova(x: np.ndarray, y: np.ndarray,
                         n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Estimate, t statistic and residual degrees of freedom (see :func:`patient_statistics`)."""
+    estimate, se, df = _closed_form_fit(x, y, n)
+    return estimate, estimate / se, df
+
+
+def _closed_form_fit(x: np.ndarray, y: np.ndarray,
+                     n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     starts = np.concatenate(([0], n[:-1]))
 
     def cum(a: np.ndarray) -> np.ndarray:  # sums over the first n_k participants, (arm, m, K)
@@ -162,7 +183,7 @@ def _closed_form_ancova(x: np.ndarray, y: np.ndarray,
     df = 2.0 * nk - 3.0
     s2 = (wyy - wxy * slope) / df
     se = np.sqrt(s2 * (2.0 / nk + dx * dx / wxx))
-    return estimate, estimate / se, np.broadcast_to(df, estimate.shape)
+    return estimate, se, np.broadcast_to(df, estimate.shape)
 
 
 def _statsmodels_ancova(x: np.ndarray, y: np.ndarray,
@@ -173,7 +194,7 @@ def _statsmodels_ancova(x: np.ndarray, y: np.ndarray,
 
     spec = AncovaSpec(estimand="simulated", analysis="simulation")
     m, looks = x.shape[1], n.size
-    estimate, t, df = np.empty((m, looks)), np.empty((m, looks)), np.empty((m, looks))
+    estimate, se, df = np.empty((m, looks)), np.empty((m, looks)), np.empty((m, looks))
     for i in range(m):
         for k, nk in enumerate(n):
             arm = np.repeat([0, 1], nk)
@@ -183,8 +204,8 @@ def _statsmodels_ancova(x: np.ndarray, y: np.ndarray,
                                   "arm": np.where(arm == 1, "experimental", "control")})
             fit = fit_ancova(frame, spec)
             estimate[i, k], df[i, k] = fit.estimate, fit.diagnostics["df_resid"]
-            t[i, k] = fit.estimate / fit.std_error
-    return estimate, t, df
+            se[i, k] = fit.std_error
+    return estimate, se, df
 
 
 def t_to_z(t: np.ndarray, df: np.ndarray) -> np.ndarray:
@@ -229,23 +250,34 @@ def harm_event_z(scenario: Scenario, closed: np.ndarray, rng: np.random.Generato
     return np.where(se > 0, z, 0.0)
 
 
-def apply_rules(plan: LookPlan, z: np.ndarray,
-                harm_z: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Stopping look (0-based) and reason code of each trial; see :class:`LookPlan`."""
+#: The reason a decision is tallied under: success (GO, STOP-EFFICACY), futility
+#: (STOP-FUTILITY), harm (STOP-FOR-HARM) or the final look without success (NO-GO).
+_REASON_OF = {GO: EFFICACY, STOP_EFFICACY: EFFICACY, STOP_FUTILITY: FUTILITY,
+              STOP_FOR_HARM: HARM, NO_GO: FINAL}
+
+
+def apply_rules(plan: LookPlan, z: np.ndarray, harm_z: np.ndarray | None,
+                estimate: np.ndarray | None = None, se: np.ndarray | None = None,
+                df: np.ndarray | float = math.inf) -> tuple[np.ndarray, np.ndarray]:
+    """Stopping look (0-based) and reason code of each trial; see :class:`LookPlan`.
+
+    The decision at each look is :func:`~designs.simulation_criteria.look_decisions`; a trial
+    stops at its first look whose decision is not CONTINUE (the final look always decides).
+    ``estimate`` and ``se`` (trial, look) are needed when ``plan.rules`` has criteria.
+    """
     m, looks = z.shape
-    harm = np.zeros((m, looks), dtype=bool)
-    if plan.outcome_harm_z is not None:
-        harm |= z <= np.asarray(plan.outcome_harm_z)
-    if harm_z is not None and plan.harm_event_z is not None:
-        harm |= harm_z > np.asarray(plan.harm_event_z)
-    efficacy = ~harm & (z >= np.asarray(plan.efficacy_z))
-    futility = ~harm & ~efficacy & (z < np.asarray(plan.futility_z))
-    stop = harm | efficacy | futility
-    stop[:, -1] = True
+    if estimate is None or se is None:
+        estimate = se = np.full((m, looks), math.nan)
+    dfs = np.broadcast_to(np.asarray(df, dtype=float), (m, looks))
+    decision = np.empty((m, looks), dtype=np.int64)
+    for k in range(looks):
+        decision[:, k] = look_decisions(plan, k, estimate[:, k], se[:, k], dfs[:, k], z[:, k],
+                                        None if harm_z is None else harm_z[:, k])
+    stop = decision != CONTINUE
     look = np.argmax(stop, axis=1)
-    rows = np.arange(m)
-    reason = np.select([harm[rows, look], efficacy[rows, look], futility[rows, look]],
-                       [HARM, EFFICACY, FUTILITY], default=FINAL)
+    chosen = decision[np.arange(m), look]
+    reason = np.select([chosen == code for code in _REASON_OF],
+                       list(_REASON_OF.values()), default=FINAL)
     return look, reason
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from designs.simulation_criteria import DECISIONS
 from designs.simulation_engines import EFFICACY, FINAL, FUTILITY, HARM, Tally
 from designs.simulation_spec import LookPlan, Scenario, SimulationSpec, _json_safe
 
@@ -34,6 +35,15 @@ class ScenarioResult:
     of the naive estimate (experimental minus control, outcome units) at the stopping look;
     ``mean_estimate_success`` averages it over successful trials (None when there are none).
     Every ``*_se`` field is the Monte Carlo SE of the field it names.
+
+    The decision engine's outcomes: ``decisions[d][k]`` is the probability that look k decides
+    ``d`` (one of :data:`~designs.simulation_criteria.DECISIONS`: ``go`` and ``no_go`` at the
+    final look only, ``stop_efficacy`` and ``stop_futility`` at interim looks only,
+    ``stop_for_harm`` at any look); ``go`` and ``no_go`` are P(GO) and P(NO-GO). In terms of
+    the fields above, ``stop_efficacy`` is STOP-EFFICACY at interim looks and GO at the final
+    one, ``success`` = P(GO) + P(STOP-EFFICACY), ``final_no_success`` = P(NO-GO) and ``harm``
+    = P(STOP-FOR-HARM). ``information_fractions``, ``efficacy_z``, ``futility_z`` and
+    ``harm_z`` are the boundaries applied at this scenario's looks (None: none).
     """
 
     scenario: Scenario
@@ -78,6 +88,16 @@ class ScenarioResult:
     rmse: float
     rmse_se: float
     mean_estimate_success: float | None
+    go: float
+    go_se: float
+    no_go: float
+    no_go_se: float
+    decisions: dict[str, tuple[float, ...]]
+    decisions_se: dict[str, tuple[float, ...]]
+    information_fractions: tuple[float, ...] | None
+    efficacy_z: tuple[float, ...]
+    futility_z: tuple[float, ...]
+    harm_z: tuple[float, ...] | None
 
     @classmethod
     def from_tally(cls, scenario: Scenario, plan: LookPlan, tally: Tally) -> ScenarioResult:
@@ -137,17 +157,33 @@ class ScenarioResult:
             "rmse_se": mse_se / (2.0 * rmse) if rmse > 0 else 0.0,
             "mean_estimate_success": s["est_success"] / wins if wins else None,
         }
+        last = plan.looks - 1
+        interim = np.arange(plan.looks) < last
+        by_decision = {"go": np.where(interim, 0.0, p[EFFICACY]),
+                       "no_go": np.where(interim, 0.0, p[FINAL]),
+                       "stop_efficacy": np.where(interim, p[EFFICACY], 0.0),
+                       "stop_futility": np.where(interim, p[FUTILITY], 0.0),
+                       "stop_for_harm": p[HARM]}
+        values["decisions"] = {d: tuple(float(v) for v in by_decision[d]) for d in DECISIONS}
+        values["decisions_se"] = {d: tuple(float(math.sqrt(v * (1.0 - v) / n))
+                                           for v in by_decision[d]) for d in DECISIONS}
+        values.update(information_fractions=plan.information_fractions,
+                      efficacy_z=plan.efficacy_z, futility_z=plan.futility_z,
+                      harm_z=plan.outcome_harm_z)
         for name, k in (("success", counts[EFFICACY].sum()), ("stop_early", early.sum()),
                         ("stop_early_efficacy", early[EFFICACY].sum()),
                         ("stop_early_futility", early[FUTILITY].sum()),
                         ("stop_early_harm", early[HARM].sum()), ("harm", counts[HARM].sum()),
-                        ("final_no_success", counts[FINAL].sum())):
+                        ("final_no_success", counts[FINAL].sum()),
+                        ("go", counts[EFFICACY, last]), ("no_go", counts[FINAL, last])):
             values[name], values[f"{name}_se"] = prop(k)
         return cls(scenario=scenario, n_trials=n, completers_per_look=plan.completers, **values)
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["scenario"] = self.scenario.to_dict()
+        out["decisions"] = {d: list(v) for d, v in self.decisions.items()}
+        out["decisions_se"] = {d: list(v) for d, v in self.decisions_se.items()}
         return _json_safe(out)
 
     def to_frame(self) -> pd.DataFrame:
@@ -157,7 +193,12 @@ class ScenarioResult:
             for k, (v, se) in enumerate(zip(getattr(self, name), getattr(self, f"{name}_se"),
                                             strict=True)):
                 rows.append({"quantity": name, "look": k + 1, "value": v, "mc_se": se})
-        for name in OVERALL + EXPECTED:
+        for d in DECISIONS:
+            for k, (v, se) in enumerate(zip(self.decisions[d], self.decisions_se[d],
+                                            strict=True)):
+                rows.append({"quantity": f"decision_{d}", "look": k + 1, "value": v,
+                             "mc_se": se})
+        for name in OVERALL + ("go", "no_go") + EXPECTED:
             rows.append({"quantity": name, "look": None, "value": getattr(self, name),
                          "mc_se": getattr(self, f"{name}_se")})
         rows.append({"quantity": "mean_estimate_success", "look": None,
@@ -204,6 +245,7 @@ class SimulationResults:
     def summary(self) -> pd.DataFrame:
         """One row per scenario: the headline numbers (no per-look detail)."""
         cols = ("success", "success_se", "stop_early_efficacy", "stop_early_futility", "harm",
-                "expected_completers_total", "expected_enrolled_total", "bias", "rmse")
+                "expected_completers_total", "expected_enrolled_total", "bias", "rmse", "go",
+                "go_se", "no_go")
         return pd.DataFrame([{"scenario": r.scenario.name, "effect": r.scenario.effect,
                               **{c: getattr(r, c) for c in cols}} for r in self.scenarios])

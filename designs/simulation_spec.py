@@ -13,6 +13,12 @@ Conventions
 * Looks are placed by completers: look k is held when each arm has
   ``round(t_k * n_max)`` participants with the outcome (``t_k`` = ``look_fractions[k]``), and the
   final look, at ``t_K = 1``, has ``n_max`` per arm. Allocation is 1:1.
+* The information at look k is ``1 / SE_k^2``; its fraction of the final look's is
+  ``n_k / n_max`` (exactly, with the summary engine's known SD), so by default the boundaries
+  are recomputed at those observed fractions, every earlier look included, as alpha spending
+  at the observed information requires (``observed_information``).
+* The decision at each look is the protocol's rule
+  (:mod:`designs.simulation_criteria`): the boundaries as criteria plus ``rules.criteria``.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from designs.boundaries import (
     GroupSequentialDesign,
     _json_safe,  # noqa: F401  (shared JSON cleaner)
 )
+from designs.simulation_criteria import DecisionRules
 from trials.errors import TrialsError
 
 DIRECTIONS = {"higher": 1.0, "lower": -1.0}
@@ -165,9 +172,13 @@ class HarmEventRule:
 class LookPlan:
     """A specification resolved for one scenario: what every engine applies at each look.
 
-    Z is benefit-positive. At look k, in this order: harm when ``Z <= outcome_harm_z[k]`` or the
-    harm-event z exceeds ``harm_event_z[k]``; else efficacy when ``Z >= efficacy_z[k]``; else
-    futility when ``Z < futility_z[k]``; the last look ends every trial still running.
+    Z is benefit-positive. At look k the decision rule of
+    :func:`designs.simulation_criteria.look_decisions` applies, in this order: harm when
+    ``Z <= outcome_harm_z[k]``, the harm-event z exceeds ``harm_event_z[k]`` or a harm criterion
+    of ``rules`` is met; else futility when ``Z <= futility_z[k]`` (interim looks) or a futility
+    criterion is met; else success when ``Z >= efficacy_z[k]`` and every success criterion is
+    met; the last look ends every trial still running. The boundaries are those at
+    ``information_fractions``, the information the looks have (``completers / n_max``).
     """
 
     completers: tuple[int, ...]
@@ -176,6 +187,8 @@ class LookPlan:
     outcome_harm_z: tuple[float, ...] | None
     harm_event_z: tuple[float, ...] | None
     sign: float
+    information_fractions: tuple[float, ...] | None = None
+    rules: DecisionRules | None = None
 
     @property
     def looks(self) -> int:
@@ -204,6 +217,14 @@ class SimulationSpec:
         Apply the boundaries' ``harm_z`` to the outcome Z (when the design has one).
     obey_futility
         Stop at futility boundaries; ``False`` simulates a non-binding futility rule ignored.
+    rules
+        The protocol's criteria and whether the boundaries apply
+        (:class:`~designs.simulation_criteria.DecisionRules`); ``None``: the boundaries alone.
+    observed_information
+        Recompute the boundaries (of a :class:`~designs.boundaries.GroupSequentialDesign`) at
+        the information fractions the looks actually have, ``n_k / n_max`` with
+        ``n_k = round(t_k n_max)`` completers per arm, as a run recomputes them at the
+        observed information; ``False``: the boundaries at ``look_fractions``.
     """
 
     design: Boundaries | GroupSequentialDesign
@@ -212,6 +233,8 @@ class SimulationSpec:
     harm_events: HarmEventRule | None = None
     outcome_harm: bool = True
     obey_futility: bool = True
+    rules: DecisionRules | None = None
+    observed_information: bool = True
     boundaries: Boundaries = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -251,6 +274,10 @@ class SimulationSpec:
             raise SimulationError(
                 f"look_fractions: with n_max={scenario.n_max} (scenario {scenario.name!r}) the "
                 f"looks fall at {n} completers per arm; they must be >= 2 and strictly increasing")
+        observed = tuple(nk / scenario.n_max for nk in n)
+        if (self.observed_information and isinstance(self.design, GroupSequentialDesign)
+                and not np.allclose(observed, b.information_rates, rtol=0, atol=1e-12)):
+            b = self.design.compute(observed)
         futility = b.futility_z if self.obey_futility else (-math.inf,) * self.looks
         harm = b.harm_z if self.outcome_harm else None
         return LookPlan(
@@ -258,7 +285,9 @@ class SimulationSpec:
             outcome_harm_z=None if harm is None else tuple(harm),
             harm_event_z=None if self.harm_events is None else self.harm_events.thresholds(
                 self.looks),
-            sign=DIRECTIONS[self.direction])
+            sign=DIRECTIONS[self.direction],
+            information_fractions=tuple(float(t) for t in b.information_rates),
+            rules=self.rules)
 
     def to_dict(self) -> dict[str, Any]:
         """The specification and the boundaries applied (non-finite numbers as None)."""
@@ -271,6 +300,8 @@ class SimulationSpec:
             "harm_events": None if self.harm_events is None else {"z": self.harm_events.z},
             "outcome_harm": self.outcome_harm,
             "obey_futility": self.obey_futility,
+            "observed_information": self.observed_information,
+            "rules": None if self.rules is None else self.rules.to_dict(),
             "boundaries": {"information_rates": list(b.information_rates),
                            "efficacy_z": list(b.efficacy_z), "futility_z": list(b.futility_z),
                            "harm_z": None if b.harm_z is None else list(b.harm_z)},

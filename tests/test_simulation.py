@@ -296,3 +296,18 @@ def test_frames_and_dict(tmp_path):
     assert (tmp_path / "oc" / "oc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "null" in alt and "benefit" in alt
     assert f"{results['benefit'].success:.3f}" in alt
+
+
+def test_boundaries_recomputed_at_the_information_the_looks_have():
+    # Source: designs.boundaries at the looks' fractions 17/50, 33/50, 1 (as a run recomputes
+    # them at the observed information); observed_information=False keeps the planned ones
+    scenario = Scenario("s", 0.0, 1.0, 50)
+    plan = SimulationSpec(ASOF_BSOF).plan(scenario)
+    assert plan.completers == (17, 33, 50)
+    assert plan.information_fractions == pytest.approx((0.34, 0.66, 1.0), abs=1e-15)
+    expected = ASOF_BSOF.compute((0.34, 0.66, 1.0))
+    assert plan.efficacy_z == pytest.approx(expected.efficacy_z, abs=1e-12)
+    assert plan.futility_z[:2] == pytest.approx(expected.futility_z[:2], abs=1e-12)
+    planned = SimulationSpec(ASOF_BSOF, observed_information=False).plan(scenario)
+    assert planned.efficacy_z == pytest.approx(ASOF_BSOF.compute().efficacy_z, abs=1e-12)
+    assert planned.efficacy_z[0] != pytest.approx(plan.efficacy_z[0], abs=1e-6)
