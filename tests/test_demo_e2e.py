@@ -184,9 +184,12 @@ def test_interim_look_continues_with_boundaries_and_an_open_report(demo_run):
 
 def test_final_look_uses_the_spent_alpha(demo_run):
     gs = demo_run.run.results["monitoring"]["group_sequential"]
-    # rpact 3.3.4 asOF, information rates 0.5 and 1: final critical value 1.9686. Earlier looks
-    # are taken at their planned fractions in this version (see trials.sequential).
+    # rpact 3.3.4 asOF, information rates 0.5 and 1: final critical value 1.9686. The interim
+    # look's observed fraction (recorded in the audit log) replaces 0.5, which moves the final
+    # boundary by less than 0.01 when the interim is held near its planned fraction.
     assert gs["look"] == "final" and gs["efficacy_z"] == pytest.approx(1.9686, abs=0.01)
+    interim = demo_run.interim.results["monitoring"]["group_sequential"]
+    assert gs["boundaries"]["information_rates"][0] == pytest.approx(interim["observed_fraction"])
 
 
 def test_operating_characteristics_reach_results_bundle_and_brief(demo_run, run_dir):

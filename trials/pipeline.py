@@ -33,7 +33,7 @@ from trials.measures import compute_measures, read_logs
 from trials.panels import equity_measures, multiplicity_adjustment, subgroup_effects
 from trials.privacy import load_or_create_key, pseudonymise
 from trials.protocol import Protocol, load_protocol
-from trials.sequential import monitor, open_summary
+from trials.sequential import monitor, open_summary, recorded_fractions
 from trials.simulate import operating_characteristics
 from trials.stages import (
     Fits,
@@ -153,7 +153,8 @@ def run_study(
     fits = fit_analyses(protocol, scored, look)
     measures = compute_measures(protocol, frame, scored, log_frames)
     safety = {**safety_estimates(protocol, scored), **measures.safety_estimates()}
-    monitoring = monitor(protocol, fits.estimates, look)
+    monitoring = monitor(protocol, fits.estimates, look,
+                         earlier=recorded_fractions(audit.entries(), protocol))
     adjusted = multiplicity_adjustment(protocol, fits.estimates)
     decision = decide(protocol, fits.estimates, safety, look=look, exploratory=exploratory,
                       responders=measures.responders,
@@ -215,6 +216,7 @@ def run_study(
             "protocol_sha256": protocol.sha256(), "look": look, "exploratory": exploratory,
             "results_sha256": sha256_bytes(results_text.encode()),
             "decision": decision.display_label,
+            "information_fraction": monitoring.fraction if monitoring else None,
         })
         run_meta = {
             "started": started, "finished": now(), "trials_version": _version(),

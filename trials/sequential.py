@@ -8,7 +8,7 @@ of ``planned_analysed``); earlier looks keep their planned fractions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +49,28 @@ def design_of(gs: GroupSequential, fractions: tuple[float, ...]) -> GroupSequent
         harm=HarmBoundary(z=gs.harm_z) if gs.harm_z is not None else None)
 
 
+def recorded_fractions(entries: Sequence[Mapping[str, Any]], protocol: Protocol
+                       ) -> dict[str, float]:
+    """The information fraction observed at each earlier look, as its confirmatory run recorded
+    it in the audit log (the latest run of each look counts)."""
+    out: dict[str, float] = {}
+    for e in entries:
+        d = e.get("details") or {}
+        if (e.get("event") == "run" and d.get("protocol_id") == protocol.id
+                and not d.get("exploratory") and d.get("information_fraction") is not None):
+            out[str(d["look"])] = float(d["information_fraction"])
+    return out
+
+
 def monitor(protocol: Protocol, estimates: Mapping[str, Estimate],
-            look: str) -> LookMonitoring | None:
-    """Boundaries and boundary criteria at ``look``; ``None`` without group_sequential."""
+            look: str, earlier: Mapping[str, float] | None = None) -> LookMonitoring | None:
+    """Boundaries and boundary criteria at ``look``; ``None`` without group_sequential.
+
+    ``earlier`` holds the information fractions observed at earlier looks (from the audit log,
+    :func:`recorded_fractions`); the spending at those looks used them, so the boundary at this
+    look is recomputed with them. An earlier look with no recorded run keeps its planned
+    fraction.
+    """
     gs = protocol.group_sequential
     if gs is None:
         return None
@@ -65,12 +84,16 @@ def monitor(protocol: Protocol, estimates: Mapping[str, Estimate],
         fraction = planned[k]
     else:
         fraction = 1.0 if final else min(est.n_analysed / target, 1.0)
-    # Later looks must stay after this one; earlier looks keep their planned fractions.
-    fraction = max(fraction, planned[k - 1] + 1e-3) if k else max(fraction, 1e-3)
-    observed = (*planned[:k], fraction)
+    # Earlier looks at the fractions they observed (else planned), strictly increasing.
+    before: list[float] = []
+    for j in range(k):
+        f = (earlier or {}).get(looks[j], planned[j])
+        low = before[-1] + 1e-3 if before else 1e-3
+        before.append(min(max(f, low), 1.0 - 1e-3 * (k - j + 1)))
+    fraction = max(fraction, before[-1] + 1e-3) if k else max(fraction, 1e-3)
     if not final and fraction >= planned[k + 1]:
         fraction = planned[k + 1] - 1e-3
-        observed = (*planned[:k], fraction)
+    observed = (*before, fraction)
     bounds = design_of(gs, planned).compute(observed)
     z = None
     if est is not None and est.std_error and est.std_error > 0:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from analysis.estimate import Estimate
+from analysis.fairness import suppression_pattern
 from trials.data import Intake
 from trials.measures import Measures, summarise_engagement
 from trials.privacy import suppress
@@ -144,12 +146,21 @@ def fairness_panel(protocol: Protocol, scored: pd.DataFrame) -> list[dict[str, A
     people["retained"] = people.index.isin(has)
     rows = []
     for var in protocol.subgroups:
-        for (level, arm), g in people.groupby([var, "arm"], sort=True):
+        groups = dict(tuple(people.groupby([var, "arm"], sort=True)))
+        levels = sorted({lv for lv, _ in groups})
+        arms = sorted({a for _, a in groups})
+        counts = np.array([[len(groups[(lv, a)]) if (lv, a) in groups else 0 for a in arms]
+                           for lv in levels], dtype=np.int64)
+        # complementary suppression: no hidden count may be worked back from published totals
+        _, _, hidden = suppression_pattern(counts, k)
+        for (level, arm), g in groups.items():
             n, r = len(g), int(g["retained"].sum())
             dropped = n - r
-            show_share = n >= k and not (0 < r < k) and not (0 < dropped < k)
+            withheld = bool(hidden[levels.index(level), arms.index(arm)])
+            show_share = (n >= k and not withheld and not (0 < r < k)
+                          and not (0 < dropped < k))
             rows.append({"subgroup": var, "level": str(level), "arm": arm,
-                         "randomised": _cell(n, k),
+                         "randomised": None if withheld and n >= k else _cell(n, k),
                          "retained": _cell(r, k) if show_share else None,
                          "retention": float(r / n) if show_share else None,
                          "suppressed": not show_share, "too_small": n < k})
@@ -271,16 +282,24 @@ def baseline_table(protocol: Protocol, scored: pd.DataFrame) -> dict[str, Any]:
     categorical = []
     for var in protocol.data.participant_columns:
         values = people[var].astype("string")
-        levels = sorted(str(v) for v in values.dropna().unique())
-        rows = []
-        for level in levels:
-            rows.append({"level": level, "by_arm": {
-                a: _level_cell(int(((people["arm"] == a) & (values == level)).sum()),
-                               sizes[a], k) for a in arms}})
+        levels: list[str | None] = sorted(str(v) for v in values.dropna().unique())
         if values.isna().any():
-            rows.append({"level": None, "by_arm": {
-                a: _level_cell(int(((people["arm"] == a) & values.isna()).sum()), sizes[a], k)
-                for a in arms}})
+            levels.append(None)
+        counts = np.array([[int(((people["arm"] == a) & (values.isna() if level is None
+                                                          else values == level)).sum())
+                            for a in arms] for level in levels], dtype=np.int64)
+        # Arm sizes are published, so a lone hidden count in an arm could be worked back by
+        # subtraction: withhold further cells until no hidden count is determined by the totals.
+        _, _, hidden = suppression_pattern(counts, k)
+        rows = []
+        for i, level in enumerate(levels):
+            by_arm = {}
+            for j, a in enumerate(arms):
+                cell = _level_cell(int(counts[i, j]), sizes[a], k)
+                if hidden[i, j] and not cell["suppressed"]:
+                    cell = {"n": None, "percent": None, "suppressed": True}
+                by_arm[a] = cell
+            rows.append({"level": level, "by_arm": by_arm})
         categorical.append({"variable": var, "subgroup": var in protocol.subgroups,
                             "stratum": var in protocol.design.strata, "levels": rows})
     continuous = []
