@@ -23,10 +23,11 @@ def _quote(identifier: str) -> str:
     return '"' + str(identifier).replace('"', '""') + '"'
 
 
-def _aggregate_sql(source_sql: str, *, unit: str, period: str, outcome: str, treated: str,
-                   weight: str | None, covariates: Sequence[str], where: str | None) -> str:
+def _aggregate_sql(source_sql: str, *, unit: str, period: str, outcome: str,
+                   treated: str | None, adoption: str | None, weight: str | None,
+                   covariates: Sequence[str], where: str | None) -> str:
     w = f"CAST({_quote(weight)} AS DOUBLE PRECISION)" if weight else "1.0"
-    needed = [outcome, treated, unit, period, *covariates] + ([weight] if weight else [])
+    needed = [outcome, unit, period, *covariates] + [c for c in (treated, weight) if c]
     conditions = [f"{_quote(c)} IS NOT NULL" for c in dict.fromkeys(needed)]
     if where:
         conditions.append(f"({where})")
@@ -34,12 +35,21 @@ def _aggregate_sql(source_sql: str, *, unit: str, period: str, outcome: str, tre
     def mean(col: str) -> str:
         return f"SUM({w} * {_quote(col)}) / SUM({w})"
 
+    if adoption is None:
+        on = _quote(treated)
+        adopt = []
+    else:
+        # A missing adoption period means never switched on; comparing with NULL would drop it.
+        a = _quote(adoption)
+        on = f"CASE WHEN {a} IS NULL THEN 0 WHEN {_quote(period)} >= {a} THEN 1 ELSE 0 END"
+        adopt = [f"MIN({a}) AS adoption", f"MAX({a}) AS adoption_max",
+                 f"COUNT({a}) AS adoption_n"]
     select = [
         f"{_quote(unit)} AS unit", f"{_quote(period)} AS period",
         f"{mean(outcome)} AS y",
-        f"MIN({_quote(treated)}) AS treated", f"MAX({_quote(treated)}) AS treated_max",
+        f"MIN({on}) AS treated", f"MAX({on}) AS treated_max",
         f"SUM({w}) AS weight", "COUNT(*) AS n",
-        *[f"{mean(c)} AS {_quote(c)}" for c in covariates],
+        *[f"{mean(c)} AS {_quote(c)}" for c in covariates], *adopt,
     ]
     return (f"SELECT {', '.join(select)} FROM {source_sql} WHERE {' AND '.join(conditions)} "
             f"GROUP BY {_quote(unit)}, {_quote(period)} ORDER BY 1, 2")
@@ -56,7 +66,8 @@ def _file_source(path: str) -> str:
                         "an SQLAlchemy URL")
 
 
-def aggregate_panel(source: str | Path, *, unit: str, period: str, outcome: str, treated: str,
+def aggregate_panel(source: str | Path, *, unit: str, period: str, outcome: str,
+                    treated: str | None = None, adoption: str | None = None,
                     weight: str | None = None, covariates: Sequence[str] = (),
                     where: str | None = None, table: str | None = None,
                     query: str | None = None) -> pd.DataFrame:
@@ -68,8 +79,12 @@ def aggregate_panel(source: str | Path, *, unit: str, period: str, outcome: str,
         A Parquet or CSV path (a glob such as ``"extract/*.parquet"`` reads every match), or an
         SQLAlchemy URL (``"sqlite:///clinic.db"``, ``"postgresql://..."``) with ``table`` or
         ``query``.
-    unit, period, outcome, treated
-        Source column names of the cell keys, the outcome and the 0/1 treatment indicator.
+    unit, period, outcome
+        Source column names of the cell keys and the outcome.
+    treated, adoption
+        Exactly one of: the 0/1 treatment indicator column, or the column holding the unit's
+        switch-on period (empty / NULL when never treated), from which the indicator is
+        derived in the database as ``period >= adoption``.
     weight
         Optional patient weight column; cell means are then weighted and ``weight`` is the sum.
     covariates
@@ -85,7 +100,9 @@ def aggregate_panel(source: str | Path, *, unit: str, period: str, outcome: str,
     pandas.DataFrame
         One row per cell: ``unit``, ``period``, ``y`` (mean), ``treated``, ``weight`` (the
         number of rows, or the sum of weights), ``n`` (rows), covariate means, and
-        ``first_treated`` (the unit's first treated period; missing if never treated), ready
+        ``first_treated`` (the unit's first treated period, or its ``adoption`` value when
+        that is given, even if the unit has no rows in that period; missing if never treated),
+        ready
         for :func:`analysis.did.fit_did`, :func:`analysis.event_study.fit_event_study` and
         :func:`analysis.staggered.fit_staggered`.
 
@@ -94,10 +111,17 @@ def aggregate_panel(source: str | Path, *, unit: str, period: str, outcome: str,
     Files are grouped by DuckDB, which streams them and never materialises the rows in pandas.
     SQL sources run the same ``GROUP BY`` inside their own database through SQLAlchemy (DuckDB's
     database scanners are extensions that need a download), so again only cells travel.
-    Rows with a missing key, outcome, treatment, weight or covariate are left out.
+    Rows with a missing key, outcome, treatment, weight or covariate are left out (a missing
+    ``adoption`` is kept: it means never treated). ``period`` and ``adoption`` must be
+    comparable in the database (both numbers or both dates). The adoption period must be the
+    same on every row of a unit.
     """
+    if (treated is None) == (adoption is None):
+        raise AnalysisError("panel source: give exactly one of treated (a 0/1 column) or "
+                            "adoption (the switch-on period column)")
     sql_args = {"unit": unit, "period": period, "outcome": outcome, "treated": treated,
-                "weight": weight, "covariates": tuple(covariates), "where": where}
+                "adoption": adoption, "weight": weight, "covariates": tuple(covariates),
+                "where": where}
     text = str(source)
     if "://" in text:
         if (table is None) == (query is None):
@@ -109,7 +133,7 @@ def aggregate_panel(source: str | Path, *, unit: str, period: str, outcome: str,
         if table is not None or query is not None:
             raise AnalysisError("panel source: table and query apply only to SQL sources")
         frame = _from_duckdb(_aggregate_sql(_file_source(text), **sql_args), text)
-    return _finish(frame, covariates)
+    return _finish(frame, covariates, adoption)
 
 
 def _from_duckdb(sql: str, label: str) -> pd.DataFrame:
@@ -137,9 +161,24 @@ def _from_sql(url: str, sql: str) -> pd.DataFrame:
         engine.dispose()
 
 
-def _finish(frame: pd.DataFrame, covariates: Sequence[str]) -> pd.DataFrame:
+def _adoption_by_unit(frame: pd.DataFrame, column: str) -> pd.Series:
+    per_unit = frame.groupby("unit", sort=False).agg(
+        low=("adoption", "min"), high=("adoption_max", "max"), known=("adoption_n", "sum"),
+        rows=("n", "sum"))
+    bad = (per_unit["low"] != per_unit["high"]) & per_unit["low"].notna()
+    bad |= (per_unit["known"] > 0) & (per_unit["known"] < per_unit["rows"])
+    if bad.any():
+        raise AnalysisError(f"panel source: {column!r} differs between rows of unit "
+                            f"{bad.idxmax()!r}; it must be the unit's single switch-on period")
+    return per_unit["low"]
+
+
+def _finish(frame: pd.DataFrame, covariates: Sequence[str],
+            adoption: str | None = None) -> pd.DataFrame:
     if frame.empty:
         raise AnalysisError("panel source: no complete rows")
+    first = None if adoption is None else _adoption_by_unit(frame, adoption)
+    frame = frame.drop(columns=["adoption", "adoption_max", "adoption_n"], errors="ignore")
     mixed = frame["treated"] != frame["treated_max"]
     if mixed.any():
         row = frame.loc[mixed].iloc[0]
@@ -151,6 +190,7 @@ def _finish(frame: pd.DataFrame, covariates: Sequence[str]) -> pd.DataFrame:
     out["n"] = out["n"].astype(np.int64)
     for c in ("y", "weight", *covariates):
         out[c] = out[c].astype(float)
-    first = out.loc[out["treated"] == 1].groupby("unit")["period"].min()
+    if first is None:
+        first = out.loc[out["treated"] == 1].groupby("unit")["period"].min()
     out["first_treated"] = out["unit"].map(first)
     return out.reset_index(drop=True)

@@ -7,7 +7,11 @@ did_twfe.out; full-precision numbers in did_twfe.csv, did_event_study.csv, did_c
 did_cs_aggregate.csv. TWFE: ``plm(model = "within", effect = "twoways")`` with
 ``vcovHC(method = "arellano")`` and ``lm`` with unit and period dummies with
 ``sandwich::vcovCL``; event study: ``lm`` + ``vcovCL`` + ``lmtest::waldtest``; ATT(g,t): 2x2
-differences of group means in base R (the ``did`` package is not installable here).
+differences of group means in base R (the ``did`` package is not installable here);
+Callaway-Sant'Anna pre-trend test: tests/reference/did_cs_pretrend.R (hand computation of the
+windowed event-time Hotelling F test; its Welch cell covariance checked there against
+clubSandwich 0.5.8 ``vcovCR(type = "CR2")``), raw output did_cs_pretrend.out, numbers in
+did_cs_pretrend.csv.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ TWFE = pd.read_csv(REFERENCE / "did_twfe.csv")
 ES = pd.read_csv(REFERENCE / "did_event_study.csv").set_index("term")
 ATT = pd.read_csv(REFERENCE / "did_cs_attgt.csv")
 AGG = pd.read_csv(REFERENCE / "did_cs_aggregate.csv")
+PRE = pd.read_csv(REFERENCE / "did_cs_pretrend.csv")
 STATS = ("estimate", "std_error", "ci_lower", "ci_upper", "p_value")
 
 
@@ -177,3 +182,55 @@ def test_dynamic_aggregation_matches_r(staggered):
     got = pd.Series({r.event_time: r.estimate for r in result.dynamic})
     diff = (got - ref.set_index("event_time")["estimate"]).abs()
     assert len(got) == len(ref) and diff.max() == pytest.approx(0, abs=TOL)
+
+
+# ---------------------------------------------------------------------------- CS pre-trend test
+@pytest.fixture(scope="module", params=[(c, k) for c in ("never_treated", "not_yet_treated")
+                                        for k in ("unit", "region")], ids=str)
+def pretrend(request, panel):
+    control, cluster = request.param
+    result = fit_staggered(panel, StaggeredSpec("e", "ref", control=control, cluster=cluster))
+    ref = PRE[(PRE["control"] == control) & (PRE["cluster"] == cluster)]
+    return result, ref, ref[ref["statistic"] != "theta"].set_index("statistic")["value"]
+
+
+def test_pretrend_event_times_and_thetas_match_r(pretrend):
+    # R: cohort-share weighted means of the pre-period ATT(g, t) with t - g = e, e = -6..-1
+    result, ref, _ = pretrend
+    theta = ref[ref["statistic"] == "theta"]
+    got = {d.event_time: d.estimate for d in result.dynamic}
+    assert result.pretrend.event_times == tuple(int(e) for e in theta["event_time"])
+    diff = max(abs(got[int(e)] - v) for e, v in zip(theta["event_time"], theta["value"],
+                                                      strict=True))
+    assert diff == pytest.approx(0, abs=TOL)
+
+
+def test_pretrend_wald_matches_r(pretrend):
+    # R: theta' V^-1 theta, V from cluster sums of the Welch-scaled influence functions
+    result, _, stat = pretrend
+    assert result.pretrend.chi2 == pytest.approx(stat["chi2"], rel=1e-9)
+
+
+def test_pretrend_degrees_of_freedom_match_r(pretrend):
+    # R: k = number of event times in the window, G - k
+    result, _, stat = pretrend
+    assert (result.pretrend.df, result.pretrend.f_df_denominator) == (
+        int(stat["df"]), int(stat["f_df_denominator"]))
+
+
+def test_pretrend_f_matches_r(pretrend):
+    # R: W (G - k) / (G k)
+    result, _, stat = pretrend
+    assert result.pretrend.f_stat == pytest.approx(stat["f_stat"], rel=1e-9)
+
+
+def test_pretrend_f_p_value_matches_r(pretrend):
+    # R: pf(F, k, G - k, lower.tail = FALSE)
+    result, _, stat = pretrend
+    assert result.pretrend.f_p_value == pytest.approx(stat["f_p_value"], rel=1e-8)
+
+
+def test_pretrend_chi2_p_value_matches_r(pretrend):
+    # R: pchisq(W, k, lower.tail = FALSE)
+    result, _, stat = pretrend
+    assert result.pretrend.p_value == pytest.approx(stat["p_value"], rel=1e-8)
