@@ -44,7 +44,8 @@ def _guard(func: Callable[..., Any]) -> Callable[..., Any]:
 def demo(
     out: Path = typer.Option(Path("demo-output"), help="Folder to write (replaced on success)."),
     n: int = typer.Option(400, help="Participants to simulate."),
-    seed: int = typer.Option(20261127, help="Seed of the simulated data."),
+    seed: int | None = typer.Option(None, help="Seed of the simulated data (default: "
+                                    "20261127 for the trial, 20261128 for the rollout)."),
     study: str = typer.Option("trial", help="trial: the randomised demo; rollout: the "
                               "quasi-experimental demo (staggered switch-on in clinics)."),
 ) -> None:
@@ -52,7 +53,9 @@ def demo(
     if study == "rollout":
         from trials.demo_rollout import run_rollout_demo
 
-        run = run_rollout_demo(out, seed=seed)
+        from trials.demo_rollout import ROLLOUT_SEED
+
+        run = run_rollout_demo(out, seed=ROLLOUT_SEED if seed is None else seed)
         typer.echo(f"decision: {run.decision.display_label}")
         typer.echo(f"report:   {run.report}")
         typer.echo(f"bundle:   {run.bundle}")
@@ -61,7 +64,7 @@ def demo(
         raise TrialsError(f"--study {study}: expected trial or rollout")
     from trials.demo import run_demo
 
-    res = run_demo(out, n=n, seed=seed)
+    res = run_demo(out, n=n, seed=20261127 if seed is None else seed)
     if res.interim is not None:
         typer.echo(f"interim:  {res.interim.decision.display_label} ({res.interim.run_dir})")
     typer.echo(f"decision: {res.run.decision.display_label}")

@@ -234,7 +234,8 @@ def decide(
         why = (f"The criteria pointed to {labels.go if was == Outcome.go else labels.stop_efficacy}"
                ", but pre-specified falsification checks failed, so the result cannot be "
                "interpreted as an effect of the intervention: "
-               + "; ".join(f"{f['check']} ({f['detail']})" for f in failed_checks) + ".")
+               + "; ".join(f"{f.get('id', f['check'])} ({f['detail']})"
+                           for f in failed_checks) + ".")
     label = {Outcome.go: labels.go, Outcome.not_interpretable: labels.not_interpretable,
              Outcome.no_go: labels.no_go,
              Outcome.stop_for_harm: labels.stop_for_harm,

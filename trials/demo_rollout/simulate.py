@@ -33,7 +33,7 @@ def effect_on_wait(months_since: np.ndarray) -> np.ndarray:
 RECOVERY_EFFECT = 0.03
 
 
-def simulate_rollout(seed: int = 20261127, patients_per_month: float = 22.0) -> pd.DataFrame:
+def simulate_rollout(seed: int = 20261128, patients_per_month: float = 22.0) -> pd.DataFrame:
     """Patient-level rows: patient_id, clinic, referral_month, go_live_month (empty when never),
     weeks_to_first_appointment, phq9_recovered (0/1), age_band, gender, imd_quintile."""
     rng = np.random.default_rng(seed)
