@@ -216,7 +216,7 @@ def run_study(
             "protocol_sha256": protocol.sha256(), "look": look, "exploratory": exploratory,
             "results_sha256": sha256_bytes(results_text.encode()),
             "decision": decision.display_label,
-            "information_fraction": monitoring.fraction if monitoring else None,
+            "information_fraction": monitoring.observed_fraction if monitoring else None,
         })
         run_meta = {
             "started": started, "finished": now(), "trials_version": _version(),
