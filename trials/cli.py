@@ -51,9 +51,7 @@ def demo(
 ) -> None:
     """Simulate, lock, run, report and bundle a demo study."""
     if study == "rollout":
-        from trials.demo_rollout import run_rollout_demo
-
-        from trials.demo_rollout import ROLLOUT_SEED
+        from trials.demo_rollout import ROLLOUT_SEED, run_rollout_demo
 
         run = run_rollout_demo(out, seed=ROLLOUT_SEED if seed is None else seed)
         typer.echo(f"decision: {run.decision.display_label}")

@@ -33,7 +33,12 @@ from trials.measures import compute_measures, read_logs
 from trials.panels import equity_measures, multiplicity_adjustment, subgroup_effects
 from trials.privacy import load_or_create_key, pseudonymise
 from trials.protocol import Protocol, load_protocol
-from trials.sequential import monitor, open_summary, recorded_fractions
+from trials.sequential import (
+    monitor,
+    monitored_completers,
+    open_summary,
+    recorded_fractions,
+)
 from trials.simulate import operating_characteristics
 from trials.stages import (
     Fits,
@@ -154,7 +159,8 @@ def run_study(
     measures = compute_measures(protocol, frame, scored, log_frames)
     safety = {**safety_estimates(protocol, scored), **measures.safety_estimates()}
     monitoring = monitor(protocol, fits.estimates, look,
-                         earlier=recorded_fractions(audit.entries(), protocol))
+                         earlier=recorded_fractions(audit.entries(), protocol),
+                         completers=monitored_completers(protocol, scored))
     adjusted = multiplicity_adjustment(protocol, fits.estimates)
     decision = decide(protocol, fits.estimates, safety, look=look, exploratory=exploratory,
                       responders=measures.responders,

@@ -49,6 +49,18 @@ def design_of(gs: GroupSequential, fractions: tuple[float, ...]) -> GroupSequent
         harm=HarmBoundary(z=gs.harm_z) if gs.harm_z is not None else None)
 
 
+def monitored_completers(protocol: Protocol, scored: Any) -> int | None:
+    """Participants of the monitored estimand's two arms with its outcome at its visit."""
+    gs = protocol.group_sequential
+    if gs is None:
+        return None
+    est = protocol.estimand(protocol.analysis(gs.analysis).estimand)
+    v = est.variable
+    at = scored[(scored["visit"] == v.visit) & scored[v.outcome].notna()
+                & scored["arm"].isin([est.treatment.arm, est.treatment.comparator])]
+    return int(at["participant"].nunique())
+
+
 def recorded_fractions(entries: Sequence[Mapping[str, Any]], protocol: Protocol
                        ) -> dict[str, float]:
     """The information fraction observed at each earlier look, as its confirmatory run recorded
@@ -63,13 +75,19 @@ def recorded_fractions(entries: Sequence[Mapping[str, Any]], protocol: Protocol
 
 
 def monitor(protocol: Protocol, estimates: Mapping[str, Estimate],
-            look: str, earlier: Mapping[str, float] | None = None) -> LookMonitoring | None:
+            look: str, earlier: Mapping[str, float] | None = None,
+            completers: int | None = None) -> LookMonitoring | None:
     """Boundaries and boundary criteria at ``look``; ``None`` without group_sequential.
 
     ``earlier`` holds the information fractions observed at earlier looks (from the audit log,
     :func:`recorded_fractions`); the spending at those looks used them, so the boundary at this
     look is recomputed with them. An earlier look with no recorded run keeps its planned
     fraction.
+
+    The information observed at an interim look is ``completers`` (participants of the two arms
+    with the monitored estimand's outcome at its visit, counted by the pipeline) over
+    ``planned_analysed``; without it, the analysis's ``n_analysed``, which for an MMRM counts
+    everyone with any post-baseline visit and so overstates the information about the last one.
     """
     gs = protocol.group_sequential
     if gs is None:
@@ -83,7 +101,8 @@ def monitor(protocol: Protocol, estimates: Mapping[str, Estimate],
     if est is None:
         fraction = planned[k]
     else:
-        fraction = 1.0 if final else min(est.n_analysed / target, 1.0)
+        n = completers if completers is not None else est.n_analysed
+        fraction = 1.0 if final else min(n / target, 1.0)
     # Earlier looks at the fractions they observed (else planned), strictly increasing.
     before: list[float] = []
     for j in range(k):
