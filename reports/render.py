@@ -205,6 +205,7 @@ margin:1rem 0;font-size:1.05rem}
 .decision-no-go{border-color:#D55E00;background:#fbeee6}
 .decision-stop-for-harm{border-color:#A00000;background:#fbe6e6}
 .decision-continue{border-color:#0072B2;background:#e6f0f8}
+.decision-not-interpretable{border-color:#CC79A7;background:#f8edf3}
 code{background:#f3f3f3;padding:0 .2rem}.anchor-link{display:none}
 """
 

@@ -18,6 +18,7 @@ def test_brief_template_is_valid_quarto():
     assert fm["execute"]["echo"] is False
     labels = [c.options.get("label") for c in doc.cells if c.kind == "code"]
     assert "fig-effect" in labels and "banner" in labels
+    assert {"fig-fairness", "fairness", "criteria", "limits"} <= set(labels)
 
 
 def test_cell_options_are_parsed_as_yaml():

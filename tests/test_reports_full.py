@@ -142,9 +142,16 @@ def test_full_report_has_every_section(full_html, demo_run):
                     "Design and monitoring", "Protocol amendments and deviations",
                     "Appendix A: Bayesian diagnostics", "Appendix B: Software and environment"):
         assert heading in text, heading
-    for analysis in ("primary_ancova", "primary_bayes", "anxiety_ancova"):
+    for analysis in ("primary_mmrm", "primary_ancova", "primary_bayes", "primary_mi",
+                     "anxiety_ancova", "recovery_logistic"):
         assert analysis in text
-    assert "Multiple imputation and sensitivity analyses" in text
+    for heading in ("Repeated measures (MMRM)", "Missing data", "Prior sensitivity",
+                    "Secondary estimands and multiplicity", "Subgroups", "Equity"):
+        assert heading in text, heading
+    tipping = demo_run.run.results["analysis_details"]["primary_mi"]["tipping_point"]
+    if tipping["tipping_delta"] is not None:
+        assert (f"on average {tipping['tipping_delta']:.1f} points worse than assumed under "
+                "MAR") in text
     assert "Operating characteristics" in text and "companion-1.5" in text
     assert "Escalation of red flags to a clinician" in text and "Adverse events" in text
     assert 'alt="Mean score by arm at each visit' in full_html
@@ -239,7 +246,12 @@ def test_baseline_table_suppresses_small_cells_and_their_complements():
     assert cells["man"]["ai_cbt"] == {"n": "<5", "percent": None, "suppressed": True}
     # 20 of 23: the 3 outside could be worked back, so the count and share are withheld
     assert cells["woman"]["ai_cbt"] == {"n": None, "percent": None, "suppressed": True}
-    assert cells["woman"]["usual_care"] == {"n": 12, "percent": 50.0, "suppressed": False}
+    # arm sizes and pooled counts are published: no row or column may hide exactly one cell,
+    # or it could be worked back by subtraction (so usual care is withheld here too)
+    hidden = [[cells[lv][a]["suppressed"] for a in ("ai_cbt", "usual_care")] for lv in cells]
+    assert all(sum(row) != 1 for row in hidden)
+    assert all(sum(col) != 1 for col in zip(*hidden, strict=True))
+    assert cells["woman"]["usual_care"]["n"] in (None, 12)
     age = next(v for v in table["categorical"] if v["variable"] == "age_group")
     assert age["levels"][0]["by_arm"]["ai_cbt"]["percent"] == 100.0
     phq = table["continuous"][0]["by_arm"]["ai_cbt"]
