@@ -341,14 +341,25 @@ def consort_flow(protocol: Protocol, scored: pd.DataFrame, analysed: dict[str, i
         n = int((people["arm"] == a).sum())
         with_outcome = int(has.loc[has["arm"] == a, "participant"].nunique())
         n_analysed = int(analysed.get(a, 0))
+        # A complete-case analysis (ANCOVA) analyses people with the outcome at the primary
+        # visit, minus those missing a covariate. A likelihood-based repeated-measures analysis
+        # (MMRM) also uses people seen only at earlier visits (valid under MAR): it excludes
+        # those with no post-baseline outcome or a missing covariate.
+        earlier_only = max(n_analysed - with_outcome, 0)
+        excluded = (n - n_analysed) if earlier_only else (with_outcome - n_analysed)
         arms[a] = {"allocated": _cell(n, k),
                    "used_intervention": None if used is None else _cell(int(used.get(a, 0)), k),
                    "with_primary_outcome": _cell(with_outcome, k),
                    "without_primary_outcome": _cell(n - with_outcome, k),
-                   "excluded_from_analysis": _cell(with_outcome - n_analysed, k),
+                   "excluded_from_analysis": _cell(excluded, k),
+                   "analysed_with_earlier_visits_only": _cell(earlier_only, k),
                    "analysed": _cell(n_analysed, k)}
+    repeated = any(int(analysed.get(a.id, 0)) > 0 for a in protocol.design.arms) and any(
+        arms[a]["analysed_with_earlier_visits_only"] not in (0, None) for a in arms)
     return {"randomised": _cell(len(people), k), "primary_visit": primary.variable.visit,
-            "primary_outcome": primary.variable.outcome, "arms": arms}
+            "primary_outcome": primary.variable.outcome, "arms": arms,
+            "exclusion_reason": ("no post-baseline outcome or a missing covariate" if repeated
+                                 else "missing covariate")}
 
 
 def _pooled_cell(by_arm: dict[str, int], k: int) -> int | str | None:
@@ -402,7 +413,8 @@ def analysis_plan(protocol: Protocol) -> list[dict[str, Any]]:
     plan = []
     for a in protocol.analyses:
         row: dict[str, Any] = {"id": a.id, "estimand": a.estimand, "engine": a.engine,
-                               "model": a.model, "covariates": list(a.covariates),
+                               "model": a.model, "purpose": a.purpose,
+                               "covariates": list(a.covariates),
                                "interval_level": a.interval_level}
         if a.engine == "bayesian":
             spec = bayes_spec(protocol, a)
