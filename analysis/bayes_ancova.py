@@ -7,19 +7,27 @@ sees a well-conditioned posterior.
 
 from __future__ import annotations
 
-import logging
-import os
-import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import arviz as az
-import numpy as np
 import pandas as pd
 import patsy
 
 from analysis.ancova import complete_cases, model_formula
-from analysis.estimate import Estimate, PosteriorProbability
+from analysis.bayes_gate import (
+    DiagnosticsGate,
+    SamplerSettings,
+    apply_gate,
+    chain_draws,
+    run_sampler,
+    summarise_draws,
+)
+from analysis.estimate import Estimate
 from trials.errors import AnalysisError
+
+# Defined in analysis.bayes_gate with the rest of the shared machinery; imported from here too.
+__all__ = ["BayesAncovaResult", "BayesAncovaSpec", "DiagnosticsGate", "Prior", "SamplerSettings",
+           "fit_bayes_ancova"]
 
 
 @dataclass(frozen=True)
@@ -34,23 +42,6 @@ class Prior:
     intercept_mean: float = 0.0
     intercept_sd: float = 30.0
     sigma_sd: float = 10.0
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    draws: int = 1000
-    tune: int = 1000
-    chains: int = 4
-    target_accept: float = 0.9
-    seed: int = 20261127
-
-
-@dataclass(frozen=True)
-class DiagnosticsGate:
-    max_rhat: float = 1.01
-    min_ess_bulk: float = 400
-    min_ess_tail: float = 400
-    max_divergences: int = 0
 
 
 @dataclass(frozen=True)
@@ -72,11 +63,6 @@ class BayesAncovaResult:
     idata: az.InferenceData
 
 
-def _prob(draws: np.ndarray, comparator: str, threshold: float) -> float:
-    ops = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
-    return float(np.mean(ops[comparator](draws, threshold)))
-
-
 def fit_bayes_ancova(frame: pd.DataFrame, spec: BayesAncovaSpec) -> BayesAncovaResult:
     """Sample the posterior of the ANCOVA and summarise the treatment effect.
 
@@ -85,8 +71,9 @@ def fit_bayes_ancova(frame: pd.DataFrame, spec: BayesAncovaSpec) -> BayesAncovaR
     :math:`y_i \\sim N(\\alpha + \\tau T_i + \\beta^\\top (x_i - \\bar x), \\sigma)`,
     :math:`\\tau \\sim N(m_\\tau, s_\\tau)`, :math:`\\beta_j \\sim N(m_\\beta, s_\\beta)`,
     :math:`\\alpha \\sim N(m_\\alpha, s_\\alpha)`, :math:`\\sigma \\sim HalfNormal(s_\\sigma)`.
-    The gate marks the estimate unreliable when any parameter has R-hat above ``max_rhat``,
-    bulk or tail ESS below the minimum, or the sampler reports more divergences than allowed.
+    The gate (:func:`analysis.bayes_gate.apply_gate`) marks the estimate unreliable when any
+    parameter has R-hat above ``max_rhat``, bulk or tail ESS below the minimum, or the sampler
+    reports more divergences than allowed.
     """
     import pymc as pm
 
@@ -105,8 +92,8 @@ def fit_bayes_ancova(frame: pd.DataFrame, spec: BayesAncovaSpec) -> BayesAncovaR
     Z = ((X - X.mean()) / scale).to_numpy(dtype=float)
     y = data["y"].to_numpy(dtype=float)
     t = data["treated"].to_numpy(dtype=float)
-    p, s = spec.prior, spec.sampler
-    with pm.Model():
+    p = spec.prior
+    with pm.Model() as model:
         alpha = pm.Normal("intercept", p.intercept_mean, p.intercept_sd)
         tau = pm.Normal("effect", p.effect_mean, p.effect_sd)
         mu = alpha + tau * t
@@ -117,81 +104,25 @@ def fit_bayes_ancova(frame: pd.DataFrame, spec: BayesAncovaSpec) -> BayesAncovaR
             mu = mu + pm.math.dot(Z, gamma)
         sigma = pm.HalfNormal("sigma", p.sigma_sd)
         pm.Normal("y", mu, sigma, observed=y)
-        logging.getLogger("pymc").setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # Chains run in parallel up to the cores available; each chain has its own seed, so
-            # the draws are the same whatever the number of cores.
-            idata = pm.sample(
-                draws=s.draws, tune=s.tune, chains=s.chains,
-                cores=max(1, min(s.chains, os.cpu_count() or 1)),
-                target_accept=s.target_accept, random_seed=s.seed, progressbar=False,
-                compute_convergence_checks=False,
-            )
-    estimate = _summarise(idata, data, spec, n_dropped)
-    if constant:
-        estimate = replace(estimate, warnings=estimate.warnings + (
-            f"covariate column(s) without variation left out: {', '.join(constant)}",))
-    return BayesAncovaResult(estimate, idata)
-
-
-def _summarise(idata: az.InferenceData, data: pd.DataFrame, spec: BayesAncovaSpec,
-               n_dropped: int) -> Estimate:
-    draws = idata.posterior["effect"].to_numpy().ravel()
+    idata = run_sampler(model, spec.sampler)
     names = [v for v in ("intercept", "effect", "beta_scaled", "sigma") if v in idata.posterior]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rhat = float(az.rhat(idata, var_names=names).to_array().max())
-        ess_bulk = float(az.ess(idata, var_names=names, method="bulk").to_array().min())
-        ess_tail = float(az.ess(idata, var_names=names, method="tail").to_array().min())
-        mcse = float(az.mcse(idata, var_names=["effect"])["effect"])
-    divergences = int(idata.sample_stats["diverging"].sum())
-    gate = spec.gate
-    failures = []
-    if not rhat <= gate.max_rhat:
-        failures.append(f"R-hat {rhat:.3f} > {gate.max_rhat}")
-    if not ess_bulk >= gate.min_ess_bulk:
-        failures.append(f"bulk ESS {ess_bulk:.0f} < {gate.min_ess_bulk:g}")
-    if not ess_tail >= gate.min_ess_tail:
-        failures.append(f"tail ESS {ess_tail:.0f} < {gate.min_ess_tail:g}")
-    if divergences > gate.max_divergences:
-        failures.append(f"{divergences} divergent transitions")
-    warn = [f"diagnostics gate failed: {f}" for f in failures]
+    warn = []
     if n_dropped:
         warn.append(f"{n_dropped} participant(s) without the outcome or a covariate were "
                     "excluded (complete-case analysis)")
-    tail = (1 - spec.interval_level) / 2
-    lo, hi = np.quantile(draws, [tail, 1 - tail])
-    probs = tuple(PosteriorProbability(c, float(th), _prob(draws, c, th))
-                  for c, th in spec.probabilities)
-    n_by_arm = {str(k): int(v) for k, v in data.groupby("arm", sort=True).size().items()}
-    pr = spec.prior
-    return Estimate(
-        estimand=spec.estimand,
-        analysis=spec.analysis,
-        engine="bayesian",
-        model="ancova",
-        estimate=float(draws.mean()),
-        std_error=float(draws.std(ddof=1)),
-        ci_lower=float(lo),
-        ci_upper=float(hi),
-        ci_level=spec.interval_level,
-        posterior_probabilities=probs,
-        n_analysed=int(len(data)),
-        n_by_arm=n_by_arm,
-        diagnostics={"max_rhat": rhat, "min_ess_bulk": ess_bulk, "min_ess_tail": ess_tail,
-                     "divergences": divergences, "mcse_effect": mcse,
-                     "draws": int(draws.size), "chains": spec.sampler.chains},
-        reliable=not failures,
-        warnings=tuple(warn),
+    if constant:
+        warn.append(f"covariate column(s) without variation left out: {', '.join(constant)}")
+    estimate = summarise_draws(
+        chain_draws(idata, "effect"), estimand=spec.estimand, analysis=spec.analysis,
+        model="ancova", interval_level=spec.interval_level, probabilities=spec.probabilities,
+        gate_result=apply_gate(idata, names, spec.gate), data=data, warnings_=warn,
         details={
-            "prior": f"effect ~ Normal({pr.effect_mean:g}, {pr.effect_sd:g}); "
-                     f"coefficients ~ Normal({pr.coef_mean:g}, {pr.coef_sd:g}); "
-                     f"intercept ~ Normal({pr.intercept_mean:g}, {pr.intercept_sd:g}); "
-                     f"residual SD ~ HalfNormal({pr.sigma_sd:g})",
+            "prior": f"effect ~ Normal({p.effect_mean:g}, {p.effect_sd:g}); "
+                     f"coefficients ~ Normal({p.coef_mean:g}, {p.coef_sd:g}); "
+                     f"intercept ~ Normal({p.intercept_mean:g}, {p.intercept_sd:g}); "
+                     f"residual SD ~ HalfNormal({p.sigma_sd:g})",
             "n_excluded": n_dropped,
             "seed": spec.sampler.seed,
         },
     )
-
-
+    return BayesAncovaResult(estimate, idata)

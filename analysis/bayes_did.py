@@ -1,10 +1,7 @@
-"""Bayesian difference-in-differences (2x2 or TWFE) in PyMC, with the ANCOVA diagnostics gate."""
+"""Bayesian difference-in-differences (2x2 or TWFE) in PyMC, with the shared diagnostics gate."""
 
 from __future__ import annotations
 
-import logging
-import os
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,9 +9,16 @@ import arviz as az
 import numpy as np
 import pandas as pd
 
-from analysis.bayes_ancova import DiagnosticsGate, SamplerSettings
+from analysis.bayes_gate import (
+    DiagnosticsGate,
+    SamplerSettings,
+    apply_gate,
+    chain_draws,
+    run_sampler,
+    summarise_draws,
+)
 from analysis.did import METHODS, arm_counts, check_frame, codes, covariate_matrix
-from analysis.estimate import Estimate, PosteriorProbability
+from analysis.estimate import Estimate
 from trials.errors import AnalysisError
 
 
@@ -77,8 +81,8 @@ def fit_bayes_did(frame: pd.DataFrame, spec: BayesDidSpec) -> BayesDidResult:
     :math:`w` patients has SD :math:`\\sigma/\\sqrt{w}`, so weighted cells give the same
     likelihood for :math:`\\tau` as the patients would. The errors are independent given the
     effects: unlike the cluster-robust frequentist fit, serial correlation within a unit is not
-    modelled, so intervals can be too narrow when it is strong. Gate as in
-    :func:`analysis.bayes_ancova.fit_bayes_ancova`.
+    modelled, so intervals can be too narrow when it is strong. Gate:
+    :func:`analysis.bayes_gate.apply_gate`.
     """
     import pymc as pm
 
@@ -97,8 +101,8 @@ def fit_bayes_did(frame: pd.DataFrame, spec: BayesDidSpec) -> BayesDidResult:
     cov = covariate_matrix(data, spec.covariates)
     Z = ((cov - cov.mean()) / cov.std(ddof=0).replace(0, 1.0)).to_numpy(float)
     scale = cov.std(ddof=0).replace(0, 1.0).to_numpy(float)
-    p, s = spec.prior, spec.sampler
-    with pm.Model():
+    p = spec.prior
+    with pm.Model() as model:
         mu = pm.Normal("intercept", p.intercept_mean, p.intercept_sd)
         tau = pm.Normal("effect", p.effect_mean, p.effect_sd)
         if spec.method == "twfe":
@@ -124,67 +128,25 @@ def fit_bayes_did(frame: pd.DataFrame, spec: BayesDidSpec) -> BayesDidResult:
             mean = mean + pm.math.dot(Z, gamma)
         sigma = pm.HalfNormal("sigma", p.sigma_sd)
         pm.Normal("y", mean, sigma / np.sqrt(w), observed=y)
-        logging.getLogger("pymc").setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            idata = pm.sample(
-                draws=s.draws, tune=s.tune, chains=s.chains,
-                cores=max(1, min(s.chains, os.cpu_count() or 1)),
-                target_accept=s.target_accept, random_seed=s.seed, progressbar=False,
-                compute_convergence_checks=False,
-            )
-    return BayesDidResult(_summarise(idata, data, spec, len(frame) - len(data)), idata)
-
-
-def _summarise(idata: az.InferenceData, data: pd.DataFrame, spec: BayesDidSpec,
-               n_dropped: int) -> Estimate:
-    draws = idata.posterior["effect"].to_numpy().ravel()
+    idata = run_sampler(model, spec.sampler)
     names = [v for v in ("intercept", "effect", "unit_effect", "period_effect", "group_period",
                          "beta_scaled", "sigma") if v in idata.posterior]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rhat = float(az.rhat(idata, var_names=names).to_array().max())
-        ess_bulk = float(az.ess(idata, var_names=names, method="bulk").to_array().min())
-        ess_tail = float(az.ess(idata, var_names=names, method="tail").to_array().min())
-        mcse = float(az.mcse(idata, var_names=["effect"])["effect"])
-    divergences = int(idata.sample_stats["diverging"].sum())
-    gate = spec.gate
-    failures = []
-    if not rhat <= gate.max_rhat:
-        failures.append(f"R-hat {rhat:.3f} > {gate.max_rhat}")
-    if not ess_bulk >= gate.min_ess_bulk:
-        failures.append(f"bulk ESS {ess_bulk:.0f} < {gate.min_ess_bulk:g}")
-    if not ess_tail >= gate.min_ess_tail:
-        failures.append(f"tail ESS {ess_tail:.0f} < {gate.min_ess_tail:g}")
-    if divergences > gate.max_divergences:
-        failures.append(f"{divergences} divergent transitions")
-    warn = [f"diagnostics gate failed: {f}" for f in failures]
-    if n_dropped:
-        warn.append(f"{n_dropped} row(s) with a missing value were excluded")
-    ops = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
-    probs = tuple(PosteriorProbability(c, float(th), float(np.mean(ops[c](draws, th))))
-                  for c, th in spec.probabilities)
-    tail = (1 - spec.interval_level) / 2
-    lo, hi = np.quantile(draws, [tail, 1 - tail])
-    n_by_arm, n_total = arm_counts(data)
-    pr = spec.prior
-    return Estimate(
-        estimand=spec.estimand, analysis=spec.analysis, engine="bayesian",
+    n_dropped = len(frame) - len(data)
+    warn = [f"{n_dropped} row(s) with a missing value were excluded"] if n_dropped else []
+    estimate = summarise_draws(
+        chain_draws(idata, "effect"), estimand=spec.estimand, analysis=spec.analysis,
         model="did_twfe" if spec.method == "twfe" else "did_2x2",
-        estimate=float(draws.mean()), std_error=float(draws.std(ddof=1)),
-        ci_lower=float(lo), ci_upper=float(hi), ci_level=spec.interval_level,
-        posterior_probabilities=probs, n_analysed=n_total, n_by_arm=n_by_arm,
-        diagnostics={"max_rhat": rhat, "min_ess_bulk": ess_bulk, "min_ess_tail": ess_tail,
-                     "divergences": divergences, "mcse_effect": mcse,
-                     "draws": int(draws.size), "chains": spec.sampler.chains},
-        reliable=not failures, warnings=tuple(warn),
+        interval_level=spec.interval_level, probabilities=spec.probabilities,
+        gate_result=apply_gate(idata, names, spec.gate), counts=arm_counts(data),
+        warnings_=warn,
         details={
             "method": spec.method,
-            "prior": f"effect ~ Normal({pr.effect_mean:g}, {pr.effect_sd:g}); intercept ~ "
-                     f"Normal({pr.intercept_mean:g}, {pr.intercept_sd:g}); fixed effects ~ "
-                     f"ZeroSumNormal(0, {pr.fixed_effect_sd:g}); coefficients ~ "
-                     f"Normal(0, {pr.coef_sd:g}); residual SD ~ HalfNormal({pr.sigma_sd:g})",
+            "prior": f"effect ~ Normal({p.effect_mean:g}, {p.effect_sd:g}); intercept ~ "
+                     f"Normal({p.intercept_mean:g}, {p.intercept_sd:g}); fixed effects ~ "
+                     f"ZeroSumNormal(0, {p.fixed_effect_sd:g}); coefficients ~ "
+                     f"Normal(0, {p.coef_sd:g}); residual SD ~ HalfNormal({p.sigma_sd:g})",
             "n_excluded": n_dropped, "seed": spec.sampler.seed,
             "n_units": int(data["unit"].nunique()), "n_periods": int(data["period"].nunique()),
         },
     )
+    return BayesDidResult(estimate, idata)

@@ -3,15 +3,17 @@
 Every Bayesian model family in :mod:`analysis` samples with :func:`run_sampler`, checks the
 draws with :func:`apply_gate` and turns the draws of its treatment effect into an
 :class:`~analysis.estimate.Estimate` with :func:`summarise_draws`, so the gate, the interval and
-the posterior probabilities mean the same thing whatever the model.
+the posterior probabilities mean the same thing whatever the model. :class:`SamplerSettings` and
+:class:`DiagnosticsGate` live here too (:mod:`analysis.bayes_ancova` re-exports them).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -20,11 +22,31 @@ import arviz as az
 import numpy as np
 import pandas as pd
 
-from analysis.bayes_ancova import DiagnosticsGate, SamplerSettings
 from analysis.estimate import Estimate, PosteriorProbability
 from trials.errors import AnalysisError
 
 _OPS = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """NUTS settings: draws and tuning steps per chain, chains, target acceptance, seed."""
+
+    draws: int = 1000
+    tune: int = 1000
+    chains: int = 4
+    target_accept: float = 0.9
+    seed: int = 20261127
+
+
+@dataclass(frozen=True)
+class DiagnosticsGate:
+    """Thresholds a fit must meet to be reliable (see :func:`apply_gate`)."""
+
+    max_rhat: float = 1.01
+    min_ess_bulk: float = 400
+    min_ess_tail: float = 400
+    max_divergences: int = 0
 
 
 @dataclass(frozen=True)
@@ -48,12 +70,30 @@ class BayesResult:
         return {"estimate": self.estimate.to_dict(), "tables": dict(self.tables)}
 
 
-def run_sampler(model: Any, settings: SamplerSettings) -> az.InferenceData:
+def parallel_cores(chains: int) -> int:
+    """Cores for ``chains`` chains: one a chain, at most the machine's, at least one."""
+    return max(1, min(chains, os.cpu_count() or 1))
+
+
+def run_sampler(model: Any, settings: SamplerSettings, *,
+                cores: int | None = None) -> az.InferenceData:
     """Sample ``model`` with PyMC's NUTS under ``settings``.
 
-    Chains run one after another (``cores=1``) unless the settings carry a ``cores`` field: the
-    machines this runs on share few cores, and each chain has its own seed derived from
-    ``settings.seed``, so the draws are the same whatever the number of cores.
+    Parameters
+    ----------
+    model
+        The ``pm.Model`` to sample.
+    settings
+        Draws, tuning, chains, target acceptance and seed.
+    cores
+        Worker processes; None runs the chains in parallel up to the cores available
+        (:func:`parallel_cores`). A tiny model is quicker with ``cores=1``, since starting the
+        workers costs more than parallel chains save.
+
+    Notes
+    -----
+    Each chain has its own seed derived from ``settings.seed``, so the draws are the same
+    whatever the number of cores.
     """
     import pymc as pm
 
@@ -68,8 +108,9 @@ def run_sampler(model: Any, settings: SamplerSettings) -> az.InferenceData:
                                 RuntimeWarning)
         return pm.sample(
             draws=settings.draws, tune=settings.tune, chains=settings.chains,
-            cores=int(getattr(settings, "cores", 1)), target_accept=settings.target_accept,
-            random_seed=settings.seed, progressbar=False, compute_convergence_checks=False,
+            cores=parallel_cores(settings.chains) if cores is None else int(cores),
+            target_accept=settings.target_accept, random_seed=settings.seed, progressbar=False,
+            compute_convergence_checks=False,
         )
 
 
@@ -182,11 +223,18 @@ def summarise_draws(
     interval_level: float,
     probabilities: Sequence[tuple[str, float]],
     gate_result: tuple[dict[str, Any], bool, tuple[str, ...]],
-    data: pd.DataFrame,
+    data: pd.DataFrame | None = None,
+    counts: tuple[Mapping[str, int], int] | None = None,
     warnings_: Sequence[str] = (),
     details: dict[str, Any] | None = None,
+    extra_diagnostics: Mapping[str, Any] | None = None,
 ) -> Estimate:
     """The :class:`Estimate` of an effect from its draws (chains x draws).
+
+    The numbers analysed come from ``data`` (one row a participant, with an ``arm`` column) or,
+    when the rows are not participants (cell means, periods of a series), from
+    ``counts = (n_by_arm, n_analysed)``; exactly one of the two is given. ``extra_diagnostics``
+    are added after the gate's and the Monte Carlo SE of the effect.
 
     Notes
     -----
@@ -197,18 +245,25 @@ def summarise_draws(
     """
     if not 0 < interval_level < 1:
         raise AnalysisError(f"{analysis}: interval_level must be in (0, 1), got {interval_level}")
+    if (data is None) == (counts is None):
+        raise AnalysisError(f"{analysis}: summarise_draws needs exactly one of data and counts")
     flat = np.asarray(draws_by_chain, float).ravel()
     diagnostics, reliable, gate_warn = gate_result
-    diagnostics = {**diagnostics, "mcse_effect": mcse_mean(draws_by_chain)}
+    diagnostics = {**diagnostics, "mcse_effect": mcse_mean(draws_by_chain),
+                   **(extra_diagnostics or {})}
     tail = (1 - interval_level) / 2
     lo, hi = np.quantile(flat, [tail, 1 - tail])
-    n_by_arm = {str(k): int(v) for k, v in data.groupby("arm", sort=True).size().items()}
+    if data is not None:
+        n_by_arm = {str(k): int(v) for k, v in data.groupby("arm", sort=True).size().items()}
+        n_analysed = int(len(data))
+    else:
+        n_by_arm, n_analysed = dict(counts[0]), int(counts[1])
     return Estimate(
         estimand=estimand, analysis=analysis, engine="bayesian", model=model,
         estimate=float(flat.mean()), std_error=float(flat.std(ddof=1)),
         ci_lower=float(lo), ci_upper=float(hi), ci_level=interval_level,
         posterior_probabilities=posterior_probabilities(flat, probabilities),
-        n_analysed=int(len(data)), n_by_arm=n_by_arm, diagnostics=diagnostics,
+        n_analysed=n_analysed, n_by_arm=n_by_arm, diagnostics=diagnostics,
         reliable=reliable, warnings=tuple(gate_warn) + tuple(warnings_),
         details=details or {},
     )

@@ -7,17 +7,21 @@ periods, which plays the part the Newey–West correction plays for least square
 
 from __future__ import annotations
 
-import logging
-import os
-import warnings
 from dataclasses import dataclass, field
 
 import arviz as az
 import numpy as np
 import pandas as pd
 
-from analysis.bayes_ancova import DiagnosticsGate, SamplerSettings
-from analysis.estimate import Estimate, PosteriorProbability
+from analysis.bayes_gate import (
+    DiagnosticsGate,
+    SamplerSettings,
+    apply_gate,
+    chain_draws,
+    run_sampler,
+    summarise_draws,
+)
+from analysis.estimate import Estimate
 from analysis.its import counterfactual_design, effect_vector, its_design, period_label
 from trials.errors import AnalysisError
 
@@ -72,11 +76,6 @@ class BayesItsResult:
                 "counterfactual_mean": list(self.counterfactual_mean)}
 
 
-def _prob(draws: np.ndarray, comparator: str, threshold: float) -> float:
-    ops = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal}
-    return float(np.mean(ops[comparator](draws, threshold)))
-
-
 def fit_bayes_its(frame: pd.DataFrame, spec: BayesItsSpec) -> BayesItsResult:
     """Sample the posterior of the segmented regression and summarise the spec's change.
 
@@ -112,8 +111,7 @@ def fit_bayes_its(frame: pd.DataFrame, spec: BayesItsSpec) -> BayesItsResult:
     intercept_sd = pr.intercept_sd if pr.intercept_sd is not None else 10 * sd_y
     sigma_sd = pr.sigma_sd if pr.sigma_sd is not None else 10 * sd_y
     contrast = effect_vector(design, spec)[1:]  # the intercept never enters the contrast
-    s = spec.sampler
-    with pm.Model():
+    with pm.Model() as model:
         alpha = pm.Normal("intercept_centred", float(np.mean(y)), intercept_sd)
         gamma = pm.Normal("beta_scaled", 0.0, coef_sd * scale, shape=Z.shape[1])
         beta = pm.Deterministic("beta", gamma / scale)
@@ -126,15 +124,7 @@ def fit_bayes_its(frame: pd.DataFrame, spec: BayesItsSpec) -> BayesItsResult:
             pm.Normal("y", mu[1:] + rho * resid[:-1], sigma, observed=y[1:])
         else:
             pm.Normal("y", mu, sigma, observed=y)
-        logging.getLogger("pymc").setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            idata = pm.sample(
-                draws=s.draws, tune=s.tune, chains=s.chains,
-                cores=max(1, min(s.chains, os.cpu_count() or 1)),
-                target_accept=s.target_accept, random_seed=s.seed, progressbar=False,
-                compute_convergence_checks=False,
-            )
+    idata = run_sampler(model, spec.sampler)
     beta_draws = idata.posterior["beta"].stack(sample=("chain", "draw")).to_numpy()
     alpha_draws = idata.posterior["intercept_centred"].to_numpy().ravel()
     # Back on the original design: intercept = centred intercept - centre · beta.
@@ -153,56 +143,20 @@ def fit_bayes_its(frame: pd.DataFrame, spec: BayesItsSpec) -> BayesItsResult:
 
 def _summarise(idata: az.InferenceData, design, spec: BayesItsSpec,
                priors: tuple[float, float, float]) -> Estimate:
-    draws = idata.posterior["effect"].to_numpy().ravel()
     names = ["intercept_centred", "beta_scaled", "sigma"] + (["rho"] if spec.ar1 else [])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rhat = float(az.rhat(idata, var_names=names).to_array().max())
-        ess_bulk = float(az.ess(idata, var_names=names, method="bulk").to_array().min())
-        ess_tail = float(az.ess(idata, var_names=names, method="tail").to_array().min())
-        mcse = float(az.mcse(idata, var_names=["effect"])["effect"])
-    divergences = int(idata.sample_stats["diverging"].sum())
-    gate = spec.gate
-    failures = []
-    if not rhat <= gate.max_rhat:
-        failures.append(f"R-hat {rhat:.3f} > {gate.max_rhat}")
-    if not ess_bulk >= gate.min_ess_bulk:
-        failures.append(f"bulk ESS {ess_bulk:.0f} < {gate.min_ess_bulk:g}")
-    if not ess_tail >= gate.min_ess_tail:
-        failures.append(f"tail ESS {ess_tail:.0f} < {gate.min_ess_tail:g}")
-    if divergences > gate.max_divergences:
-        failures.append(f"{divergences} divergent transitions")
-    warn = [f"diagnostics gate failed: {f}" for f in failures]
+    warn = []
     if design.n_excluded:
         warn.append(f"{design.n_excluded} period(s) without the outcome or a covariate were "
                     "excluded")
-    tail = (1 - spec.interval_level) / 2
-    lo, hi = np.quantile(draws, [tail, 1 - tail])
-    probs = tuple(PosteriorProbability(c, float(th), _prob(draws, c, th))
-                  for c, th in spec.probabilities)
     post = design.time >= design.t0
     coef_sd, intercept_sd, sigma_sd = priors
-    diagnostics = {"max_rhat": rhat, "min_ess_bulk": ess_bulk, "min_ess_tail": ess_tail,
-                   "divergences": divergences, "mcse_effect": mcse,
-                   "draws": int(draws.size), "chains": spec.sampler.chains}
-    if spec.ar1:
-        diagnostics["rho_mean"] = float(idata.posterior["rho"].mean())
-    return Estimate(
-        estimand=spec.estimand,
-        analysis=spec.analysis,
-        engine="bayesian",
-        model="its_segmented",
-        estimate=float(draws.mean()),
-        std_error=float(draws.std(ddof=1)),
-        ci_lower=float(lo),
-        ci_upper=float(hi),
-        ci_level=spec.interval_level,
-        posterior_probabilities=probs,
-        n_analysed=int(design.y.size),
-        n_by_arm={"pre": int((~post).sum()), "post": int(post.sum())},
-        diagnostics=diagnostics,
-        reliable=not failures,
-        warnings=tuple(warn),
+    return summarise_draws(
+        chain_draws(idata, "effect"), estimand=spec.estimand, analysis=spec.analysis,
+        model="its_segmented", interval_level=spec.interval_level,
+        probabilities=spec.probabilities, gate_result=apply_gate(idata, names, spec.gate),
+        counts=({"pre": int((~post).sum()), "post": int(post.sum())}, int(design.y.size)),
+        warnings_=warn,
+        extra_diagnostics={"rho_mean": float(idata.posterior["rho"].mean())} if spec.ar1 else None,
         details={
             "effect": spec.effect,
             "horizon": spec.horizon,

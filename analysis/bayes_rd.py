@@ -15,8 +15,14 @@ import arviz as az
 import numpy as np
 import pandas as pd
 
-from analysis.bayes_ancova import DiagnosticsGate, SamplerSettings
-from analysis.bayes_gate import apply_gate, chain_draws, run_sampler, summarise_draws
+from analysis.bayes_gate import (
+    DiagnosticsGate,
+    SamplerSettings,
+    apply_gate,
+    chain_draws,
+    run_sampler,
+    summarise_draws,
+)
 from analysis.estimate import Estimate
 from analysis.rd import RdSpec, split_sides
 from analysis.rd_bandwidth import kernel_weights, mserd_bandwidth
@@ -137,7 +143,8 @@ def fit_bayes_rd(frame: pd.DataFrame, spec: BayesRdSpec) -> BayesRdResult:
     if zs.shape[1]:
         names.append("gamma")
     gate_result = apply_gate(idata, names, spec.gate)
-    arm = pd.DataFrame({"arm": np.where(above > 0, "at_or_above_cutoff", "below_cutoff")})
+    n_above = int(above.sum())
+    counts = ({"at_or_above_cutoff": n_above, "below_cutoff": len(above) - n_above}, len(above))
     warn = []
     if n_dropped:
         warn.append(f"{n_dropped} row(s) with a missing outcome, running variable or covariate "
@@ -145,7 +152,7 @@ def fit_bayes_rd(frame: pd.DataFrame, spec: BayesRdSpec) -> BayesRdResult:
     estimate = summarise_draws(
         chain_draws(idata, "effect"), estimand=spec.estimand, analysis=spec.analysis,
         model="rd_sharp", interval_level=spec.interval_level, probabilities=spec.probabilities,
-        gate_result=gate_result, data=arm, warnings_=warn,
+        gate_result=gate_result, counts=counts, warnings_=warn,
         details={
             "h": h, "bandwidth_method": "mserd" if isinstance(spec.bandwidth, str) else "fixed",
             "kernel": spec.kernel, "cutoff": float(spec.cutoff), "running": spec.running,

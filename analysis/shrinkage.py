@@ -7,8 +7,6 @@ the data say the levels differ: the raw and shrunken estimates are reported side
 
 from __future__ import annotations
 
-import logging
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,7 +14,7 @@ from typing import Any
 import arviz as az
 import numpy as np
 
-from analysis.bayes_ancova import DiagnosticsGate
+from analysis.bayes_gate import DiagnosticsGate, SamplerSettings, apply_gate, run_sampler
 from analysis.estimate import Estimate
 from trials.errors import AnalysisError
 
@@ -154,7 +152,7 @@ def shrink(rows: Iterable[Any], spec: ShrinkageSpec) -> ShrinkageResult:
     :math:`\\tau`, the posterior of :math:`\\theta_j` is normal with mean
     :math:`w_j \\hat y_j + (1 - w_j) E[\\mu]`, :math:`w_j = \\tau^2 / (\\tau^2 + s_j^2)`.
     The fit is unreliable when any parameter has R-hat above the gate, bulk or tail ESS below
-    it, or more divergences than it allows (as :mod:`analysis.bayes_ancova`).
+    it, or more divergences than it allows (:func:`analysis.bayes_gate.apply_gate`).
     """
     items, warn = _inputs(rows)
     if not items:
@@ -166,8 +164,9 @@ def shrink(rows: Iterable[Any], spec: ShrinkageSpec) -> ShrinkageResult:
     y = np.array([it["estimate"] for it in items])
     se = np.array([it["se"] for it in items])
     idata = _sample(y, se, group, len(variables), spec)
-    diag, failures = _diagnostics(idata, spec)
-    warn = [f"diagnostics gate failed: {f}" for f in failures] + warn
+    names = [v for v in ("mu", "tau", "z") if v in idata.posterior]
+    diag, reliable, gate_warn = apply_gate(idata, names, spec.gate)
+    warn = [*gate_warn, *warn]
 
     tail = (1 - spec.interval_level) / 2
     theta = idata.posterior["theta"].to_numpy().reshape(-1, len(items))
@@ -183,7 +182,7 @@ def shrink(rows: Iterable[Any], spec: ShrinkageSpec) -> ShrinkageResult:
             None if it["ci_upper"] is None else float(it["ci_upper"]),
             float(theta[:, k].mean()), float(theta[:, k].std(ddof=1)), float(lo), float(hi))
         out_rows.append(row)
-        estimates.append(_estimate(row, spec, diag, not failures))
+        estimates.append(_estimate(row, spec, diag, reliable))
     posts = []
     for v, var in enumerate(variables):
         mlo, mhi = np.quantile(mu[:, v], [tail, 1 - tail])
@@ -193,14 +192,14 @@ def shrink(rows: Iterable[Any], spec: ShrinkageSpec) -> ShrinkageResult:
             float(tau[:, v].mean()), float(np.median(tau[:, v])), float(tlo), float(thi),
             spec.tau_fixed is not None))
     return ShrinkageResult(tuple(out_rows), tuple(posts), tuple(estimates), diag,
-                           not failures, tuple(warn), idata)
+                           reliable, tuple(warn), idata)
 
 
 def _sample(y: np.ndarray, se: np.ndarray, group: np.ndarray, n_vars: int,
             spec: ShrinkageSpec) -> az.InferenceData:
     import pymc as pm
 
-    with pm.Model():
+    with pm.Model() as model:
         mu = pm.Normal("mu", spec.mu_prior_mean, spec.mu_prior_sd, shape=n_vars)
         if spec.tau_fixed is None:
             tau = pm.HalfNormal("tau", spec.tau_prior_sd, shape=n_vars)[group]
@@ -209,40 +208,11 @@ def _sample(y: np.ndarray, se: np.ndarray, group: np.ndarray, n_vars: int,
         z = pm.Normal("z", 0.0, 1.0, shape=len(y))
         theta = pm.Deterministic("theta", mu[group] + tau * z)
         pm.Normal("y", theta, se, observed=y)
-        logging.getLogger("pymc").setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            # PyMC's own convergence chatter is replaced by the gate below.
-            warnings.simplefilter("ignore")
-            # One core: the model is tiny, so starting worker processes costs more than
-            # parallel chains save; the draws do not depend on it.
-            return pm.sample(draws=spec.draws, tune=spec.tune, chains=spec.chains, cores=1,
-                             target_accept=spec.target_accept, random_seed=spec.seed,
-                             progressbar=False, compute_convergence_checks=False)
-
-
-def _diagnostics(idata: az.InferenceData, spec: ShrinkageSpec) -> tuple[dict[str, Any],
-                                                                        list[str]]:
-    names = [v for v in ("mu", "tau", "z") if v in idata.posterior]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rhat = float(az.rhat(idata, var_names=names).to_array().max())
-        ess_bulk = float(az.ess(idata, var_names=names, method="bulk").to_array().min())
-        ess_tail = float(az.ess(idata, var_names=names, method="tail").to_array().min())
-    divergences = int(idata.sample_stats["diverging"].sum())
-    gate = spec.gate
-    failures = []
-    if not rhat <= gate.max_rhat:
-        failures.append(f"R-hat {rhat:.3f} > {gate.max_rhat}")
-    if not ess_bulk >= gate.min_ess_bulk:
-        failures.append(f"bulk ESS {ess_bulk:.0f} < {gate.min_ess_bulk:g}")
-    if not ess_tail >= gate.min_ess_tail:
-        failures.append(f"tail ESS {ess_tail:.0f} < {gate.min_ess_tail:g}")
-    if divergences > gate.max_divergences:
-        failures.append(f"{divergences} divergent transitions")
-    diag = {"max_rhat": rhat, "min_ess_bulk": ess_bulk, "min_ess_tail": ess_tail,
-            "divergences": divergences, "draws": int(spec.draws * spec.chains),
-            "chains": spec.chains}
-    return diag, failures
+    settings = SamplerSettings(draws=spec.draws, tune=spec.tune, chains=spec.chains,
+                               target_accept=spec.target_accept, seed=spec.seed)
+    # One core: the model is tiny, so starting worker processes costs more than parallel
+    # chains save; the draws do not depend on it.
+    return run_sampler(model, settings, cores=1)
 
 
 def _estimate(row: ShrinkageRow, spec: ShrinkageSpec, diag: dict[str, Any],
