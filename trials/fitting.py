@@ -19,6 +19,7 @@ import pandas as pd
 
 from analysis.bayes_ancova import DiagnosticsGate, SamplerSettings
 from analysis.estimate import Estimate
+from trials.errors import AnalysisError
 from trials.protocol import Analysis, Protocol
 
 
@@ -191,9 +192,15 @@ def fit_model(protocol: Protocol, scored: pd.DataFrame, analysis: Analysis) -> F
         return FitOutput(res.estimate, extra=_extra(res, "summaries"))
     if model == "count":
         people = _people(protocol, scored, analysis)
-        frame = participant_frame(protocol, scored, analysis, people[est.variable.column])
+        frame = participant_frame(protocol, scored, analysis,
+                                  _numbers(people, est.variable.column, analysis.id))
         if opts.exposure:
-            frame["exposure"] = frame["participant"].map(people[opts.exposure]).astype(float)
+            exposure = _numbers(people, opts.exposure, analysis.id)
+            if (exposure <= 0).any():
+                raise AnalysisError(f"{analysis.id}: column {opts.exposure!r} (exposure) must be "
+                                    f"> 0, participant {exposure.index[exposure <= 0][0]!r} "
+                                    f"has {exposure[exposure <= 0].iloc[0]:g}")
+            frame["exposure"] = frame["participant"].map(exposure)
         if bayes:
             from analysis.bayes_glm import BayesCountSpec, fit_bayes_count
             sampler, gate = sampler_and_gate(analysis)
@@ -210,14 +217,14 @@ def fit_model(protocol: Protocol, scored: pd.DataFrame, analysis: Analysis) -> F
         return FitOutput(res.estimate, extra=_extra(res))
     if model == "gee":
         from analysis.gee import GeeSpec, fit_gee
-        frame = long_frame(protocol, scored, analysis)
-        frame = frame[frame["visit"] == est.variable.visit] if opts.correlation == "independence" \
-            and len(post_baseline_visits(protocol, analysis)) == 1 else frame
+        frame, visit_terms = _visit_terms(long_frame(protocol, scored, analysis),
+                                          est.variable.visit)
         groups = protocol.data.cluster if protocol.design.type != "parallel" else "participant"
         res = fit_gee(_rename_cluster(protocol, frame),
                       GeeSpec(**common, family=opts.family, correlation=opts.correlation,
                               groups="cluster" if groups != "participant" else groups,
-                              time="visit", covariates=analysis.covariates, se=opts.se))
+                              time="visit", covariates=(*analysis.covariates, *visit_terms),
+                              se=opts.se))
         return FitOutput(res.estimate, extra=_extra(res))
     if model in {"cluster", "stepped_wedge"}:
         from trials.stages import analysis_frame
@@ -241,6 +248,38 @@ def fit_model(protocol: Protocol, scored: pd.DataFrame, analysis: Analysis) -> F
             **common, covariates=tuple(c for c in analysis.covariates), df=opts.df))
         return FitOutput(res.estimate, extra=_extra(res, "icc", "period_effects"))
     raise NotImplementedError(f"analyses {analysis.id}: model {model}")
+
+
+def _visit_terms(frame: pd.DataFrame, visit: int) -> tuple[pd.DataFrame, tuple[str, ...]]:
+    """Visit and treatment-by-visit indicators for every visit but the estimand's.
+
+    With several visits, one treatment coefficient would estimate an effect averaged over the
+    visits, not the estimand's; with these terms ``treated`` is the contrast at ``visit`` (the
+    reference), as in the MMRM.
+    """
+    others = [v for v in sorted(frame["visit"].unique()) if v != visit]
+    if not others:
+        return frame, ()
+    out = frame.copy()
+    names: list[str] = []
+    for v in others:
+        at = (out["visit"] == v).astype(float)
+        out[f"visit_{v}"] = at
+        out[f"treated_visit_{v}"] = at * out["treated"]
+        names += [f"visit_{v}", f"treated_visit_{v}"]
+    return out, tuple(names)
+
+
+def _numbers(people: pd.DataFrame, column: str, analysis_id: str) -> pd.Series:
+    """A participant column as floats (participant columns are read as text); a value that is
+    not a number is a one-line error naming the column, not a silently dropped participant."""
+    raw = people[column]
+    values = pd.to_numeric(raw, errors="coerce").astype(float)
+    bad = values.isna() & raw.notna()
+    if bad.any():
+        raise AnalysisError(f"{analysis_id}: column {column!r}: participant "
+                            f"{bad.index[bad][0]!r} has {raw[bad].iloc[0]!r}, not a number")
+    return values
 
 
 def _rename_cluster(protocol: Protocol, frame: pd.DataFrame) -> pd.DataFrame:

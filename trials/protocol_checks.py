@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from trials.protocol import Protocol
+    from trials.protocol_sections import Analysis
 
 # Which estimand measures each model family analyses.
 _MEASURES = {
@@ -59,10 +60,17 @@ def check_models(p: Protocol) -> None:
                                            or p.data.period is None):
             raise ValueError(f"{where}.model: stepped_wedge needs design.type stepped_wedge and "
                              "data.period")
-        if p.design.type in {"cluster", "stepped_wedge"} and a.model in {"ancova", "mmrm"}:
+        # Any other family would analyse clustered participants as independent (intervals too
+        # narrow); a stepped wedge also confounds treatment with calendar time unless the
+        # model has period effects.
+        respects = ({"stepped_wedge"} if p.design.type == "stepped_wedge"
+                    else {"cluster", "stepped_wedge", "gee"})
+        if p.design.type in {"cluster", "stepped_wedge"} and a.model not in respects:
             raise ValueError(f"{where}.model: a {p.design.type} design needs a model that "
-                             "respects clustering (cluster, stepped_wedge or gee)")
+                             f"respects clustering ({' or '.join(sorted(respects))}), not "
+                             f"{a.model}")
         opts = a.opts
+        _check_options(p, a, where)
         outcome = p.outcome(est.variable.outcome)
         for fld in ("visits", "auxiliary_visits"):
             for visit in getattr(opts, fld, None) or ():
@@ -76,6 +84,15 @@ def check_models(p: Protocol) -> None:
                 raise ValueError(f"{where}.options.visits: an MMRM needs at least two "
                                  f"post-baseline visits including the estimand's visit "
                                  f"{est.variable.visit}")
+        if a.model == "gee" and opts.visits and est.variable.visit not in opts.visits:
+            raise ValueError(f"{where}.options.visits: must include the estimand's visit "
+                             f"{est.variable.visit}")
+        if (a.model == "gee" and p.design.type == "parallel" and opts.visits
+                and len(opts.visits) == 1 and opts.correlation != "independence"):
+            # One observation per participant: no within-group correlation to estimate.
+            raise ValueError(f"{where}.options.correlation: with one visit per participant "
+                             f"there is no within-participant correlation; use independence, "
+                             f"not {opts.correlation}")
         for col in getattr(opts, "auxiliary", ()) or ():
             if col not in participant:
                 raise ValueError(f"{where}.options.auxiliary: {col!r} is not a participant "
@@ -94,6 +111,31 @@ def check_models(p: Protocol) -> None:
                                  "not given")
     _check_multiplicity(p)
     _check_fairness(p)
+
+
+def _check_options(p: Protocol, a: Analysis, where: str) -> None:
+    """Options the schema accepts but the chosen engine or data cannot honour."""
+    opts = a.opts
+    if a.model == "mmrm" and a.engine == "frequentist" and opts.df == "kenward_roger":
+        raise ValueError(f"{where}.options.df: kenward_roger is not implemented for mmrm; use "
+                         "satterthwaite or residual")
+    if a.model == "mmrm" and a.engine == "bayesian" and opts.covariance != "unstructured":
+        # The Bayesian MMRM has one covariance model (LKJ); silently fitting it instead of
+        # the protocol's structure would misreport the analysis.
+        raise ValueError(f"{where}.options.covariance: the bayesian mmrm fits an unstructured "
+                         f"covariance (LKJ prior), not {opts.covariance}")
+    if a.model == "gee" and opts.family != "gaussian":
+        raise ValueError(f"{where}.options.family: a gee analysis of a score or change gives a "
+                         f"difference in means, which needs family gaussian, not {opts.family}")
+    for fld in ("cluster", "period"):
+        col = getattr(p.data, fld)
+        needed = a.model in {"cluster", "stepped_wedge"} or (
+            a.model == "gee" and fld == "cluster" and p.design.type != "parallel")
+        # Intake keeps only the participant-level columns it is told about.
+        kept = (*p.data.participant_columns, *p.design.strata)
+        if needed and col is not None and col not in kept:
+            raise ValueError(f"data.{fld}: {col!r} must also be listed in "
+                             "data.participant_columns (one value per participant)")
 
 
 def _check_multiplicity(p: Protocol) -> None:

@@ -58,50 +58,92 @@ def fit_quasi(protocol: QuasiProtocol, intake: PanelIntake, analysis: QuasiAnaly
               where: str) -> tuple[FitOutput, Any]:
     """Fit one analysis; returns the output and the estimator's result (for falsification)."""
     frame = quasi_frame(protocol, intake, analysis)
-    fixed: dict[str, Any] = {"estimand": analysis.estimand, "analysis": analysis.id,
-                             "interval_level": analysis.interval_level}
     model = analysis.model
     if analysis.engine == "bayesian":
-        return _fit_bayes(protocol, analysis, frame, fixed, where)
+        return _fit_bayes(protocol, analysis, frame, where)
+    spec = analysis_spec(protocol, analysis, where)
     if model == "did":
-        from analysis.did import DidSpec, fit_did
-        res = fit_did(frame, _spec(DidSpec, analysis, fixed, where))
+        from analysis.did import fit_did as fit
     elif model == "event_study":
-        from analysis.event_study import EventStudySpec, fit_event_study
-        res = fit_event_study(frame, _spec(EventStudySpec, analysis, fixed, where))
+        from analysis.event_study import fit_event_study as fit
     elif model == "staggered_did":
-        from analysis.staggered import StaggeredSpec, fit_staggered
-        res = fit_staggered(frame, _spec(StaggeredSpec, analysis, fixed, where))
+        from analysis.staggered import fit_staggered as fit
     elif model == "its":
-        from analysis.its import ItsSpec, fit_its
-        res = fit_its(frame, _spec(ItsSpec, analysis, fixed, where))
+        from analysis.its import fit_its as fit
     elif model == "rd":
-        from analysis.rd import RdSpec, fit_rd
-        d = protocol.data
-        fixed.update(running=d.running, fuzzy=d.received)
-        res = fit_rd(frame, _spec(RdSpec, analysis, fixed, where))
+        from analysis.rd import fit_rd as fit
     else:
-        from analysis.synthetic_control import SyntheticControlSpec, fit_synthetic_control
-        res = fit_synthetic_control(frame, _spec(SyntheticControlSpec, analysis, fixed, where))
+        from analysis.synthetic_control import fit_synthetic_control as fit
+    res = fit(frame, spec)
     extra = res.to_dict()
     extra.pop("estimate", None)
     return FitOutput(res.estimate, extra=extra), res
 
 
 def _fit_bayes(protocol: QuasiProtocol, analysis: QuasiAnalysis, frame: pd.DataFrame,
-               fixed: dict[str, Any], where: str) -> tuple[FitOutput, Any]:
+               where: str) -> tuple[FitOutput, Any]:
+    spec, fit = bayes_spec(protocol, analysis, where)
+    note = None
+    if analysis.model == "its" and "weight" in frame.columns:
+        # The Bayesian ITS takes no weights: each period's mean counts once.
+        if frame["weight"].nunique() > 1:
+            note = ("each period's mean counts equally (the Bayesian ITS takes no patient-count "
+                    "weights; the frequentist ITS weights periods by patients)")
+        frame = frame.drop(columns="weight")
+    res = fit(frame, spec)
+    if note is not None:
+        res = dataclasses.replace(res, estimate=dataclasses.replace(
+            res.estimate, warnings=(*res.estimate.warnings, note)))
+    return FitOutput(res.estimate, getattr(res, "idata", None)), res
+
+
+def _family_prior(analysis: QuasiAnalysis, where: str) -> Any:
+    """The protocol's stated prior as the Bayesian family's prior object.
+
+    Notes
+    -----
+    DiD: every part maps (``coefficients.sd`` also for the unit and period effects). ITS puts
+    one Normal(0, sd) prior on every coefficient, the effect included, so ``treatment_effect``
+    must equal ``coefficients`` there. RD states only the effect prior on the outcome's scale
+    (the nuisance priors are on standardised units).
+    """
+    p = analysis.prior
+    assert p is not None
+    te, co, ic, rs = p.treatment_effect, p.coefficients, p.intercept, p.residual_sd
+    if analysis.model == "did":
+        from analysis.bayes_did import DidPrior
+        return DidPrior(effect_mean=te.mean, effect_sd=te.sd, intercept_mean=ic.mean,
+                        intercept_sd=ic.sd, fixed_effect_sd=co.sd, coef_sd=co.sd,
+                        sigma_sd=rs.sd)
+    if analysis.model == "its":
+        from analysis.bayes_its import BayesItsPrior
+        if (te.mean, te.sd) != (co.mean, co.sd) or co.mean != 0:
+            raise ProtocolError(f"{where}.prior.treatment_effect: the bayesian its puts one "
+                                "Normal(0, sd) prior on every coefficient, the effect "
+                                "included; state treatment_effect equal to coefficients, mean 0")
+        return BayesItsPrior(coef_sd=co.sd, intercept_sd=ic.sd, sigma_sd=rs.sd)
+    from analysis.bayes_rd import BayesRdPrior
+    return BayesRdPrior(effect_mean=te.mean, effect_sd=te.sd)
+
+
+def bayes_spec(protocol: QuasiProtocol, analysis: QuasiAnalysis,
+               where: str = "analyses") -> tuple[Any, Any]:
+    """The specification object and fit function of a Bayesian analysis: its ``options``, the
+    protocol's prior, sampler and diagnostics gate, and the posterior probabilities the criteria
+    read. A one-line :class:`ProtocolError` naming the field when they do not fit."""
     from analysis.bayes_ancova import DiagnosticsGate, SamplerSettings
 
     s, g = analysis.sampler, analysis.diagnostics
-    fixed = {**fixed,
-             "sampler": SamplerSettings(**s.model_dump()) if s else SamplerSettings(),
-             "gate": DiagnosticsGate(**g.model_dump()) if g else DiagnosticsGate()}
+    fixed: dict[str, Any] = {
+        "estimand": analysis.estimand, "analysis": analysis.id,
+        "interval_level": analysis.interval_level,
+        "sampler": SamplerSettings(**s.model_dump()) if s else SamplerSettings(),
+        "gate": DiagnosticsGate(**g.model_dump()) if g else DiagnosticsGate(),
+        "prior": _family_prior(analysis, where)}
     wanted = tuple(sorted({(c.comparator.value, c.threshold) for c in protocol.criteria
                            if c.analysis == analysis.id and c.probability is not None}))
     if wanted:
         fixed["probabilities"] = wanted
-    if analysis.prior is not None:
-        fixed["prior_effect_sd"] = analysis.prior.treatment_effect.sd
     if analysis.model == "did":
         from analysis.bayes_did import BayesDidSpec as Spec
         from analysis.bayes_did import fit_bayes_did as fit
@@ -111,10 +153,11 @@ def _fit_bayes(protocol: QuasiProtocol, analysis: QuasiAnalysis, frame: pd.DataF
     else:
         from analysis.bayes_rd import BayesRdSpec as Spec
         from analysis.bayes_rd import fit_bayes_rd as fit
-    names = {f.name for f in dataclasses.fields(Spec)}
-    res = fit(frame, _spec(Spec, analysis, {k: v for k, v in fixed.items() if k in names},
-                           where))
-    return FitOutput(res.estimate, getattr(res, "idata", None)), res
+        if protocol.data.received is not None:
+            raise ProtocolError(f"{where}.engine: the bayesian rd is sharp; data.received "
+                                "makes the design fuzzy (use engine frequentist)")
+        fixed["running"] = protocol.data.running
+    return _spec(Spec, analysis, fixed, where), fit
 
 
 # --------------------------------------------------------------------------- falsification
@@ -133,9 +176,8 @@ def run_check(protocol: QuasiProtocol, intake: PanelIntake, check: Falsification
             return {**base, "passed": False, "statistic": None, "p_value": None,
                     "threshold": check.alpha,
                     "detail": "no pre-adoption periods to test, so parallel trends are untested"}
-        p = float(getattr(pre, "f_p_value", None) or pre.p_value)
-        stat = float(getattr(pre, "f_stat", None) or getattr(pre, "chi2", None)
-                     or getattr(pre, "statistic", float("nan")))
+        p = float(_first(pre, "f_p_value", "p_value"))
+        stat = float(_first(pre, "f_stat", "chi2", "statistic"))
         passed = p >= check.alpha
         detail = (f"joint test that every pre-adoption effect is zero: p = {p:.3f} "
                   f"({'no evidence against' if passed else 'evidence against'} parallel trends "
@@ -149,7 +191,7 @@ def run_check(protocol: QuasiProtocol, intake: PanelIntake, check: Falsification
         f = its_placebo(frame, spec, tuple(opts.get("periods", ())), alpha=check.alpha)
     elif analysis.model == "synthetic_control" and check.check == "placebo_dates":
         from analysis.synthetic_control import sc_placebo_in_time
-        f = sc_placebo_in_time(frame, spec, opts["period"])
+        f = sc_placebo_in_time(frame, spec, opts["period"], alpha=check.alpha)
     elif check.check == "density":
         from analysis.rd_checks import density_test
         f = density_test(frame, spec, alpha=check.alpha)
@@ -176,16 +218,39 @@ def run_check(protocol: QuasiProtocol, intake: PanelIntake, check: Falsification
     return {**base, **{k: v for k, v in f.to_dict().items() if k != "check"}}
 
 
-def result_spec(protocol: QuasiProtocol, analysis: QuasiAnalysis) -> Any:
+def analysis_spec(protocol: QuasiProtocol, analysis: QuasiAnalysis,
+                  where: str = "analyses") -> Any:
+    """The specification object of a frequentist analysis, built from its ``options``; a
+    one-line :class:`ProtocolError` naming ``<where>.options`` when they do not fit it (also
+    called when the protocol is read, so a bad option never reaches a lock)."""
     fixed: dict[str, Any] = {"estimand": analysis.estimand, "analysis": analysis.id,
                              "interval_level": analysis.interval_level}
-    where = "analyses"
-    if analysis.model == "its":
-        from analysis.its import ItsSpec
-        return _spec(ItsSpec, analysis, fixed, where)
-    if analysis.model == "rd":
-        from analysis.rd import RdSpec
+    model = analysis.model
+    if model == "did":
+        from analysis.did import DidSpec as kind
+    elif model == "event_study":
+        from analysis.event_study import EventStudySpec as kind
+    elif model == "staggered_did":
+        from analysis.staggered import StaggeredSpec as kind
+    elif model == "its":
+        from analysis.its import ItsSpec as kind
+    elif model == "rd":
+        from analysis.rd import RdSpec as kind
         fixed.update(running=protocol.data.running, fuzzy=protocol.data.received)
-        return _spec(RdSpec, analysis, fixed, where)
-    from analysis.synthetic_control import SyntheticControlSpec
-    return _spec(SyntheticControlSpec, analysis, fixed, where)
+    else:
+        from analysis.synthetic_control import SyntheticControlSpec as kind
+    return _spec(kind, analysis, fixed, where)
+
+
+def _first(obj: Any, *names: str) -> float:
+    """The first of ``names`` that ``obj`` has and is not None (a p-value of exactly 0 is a
+    value, not a missing one)."""
+    for name in names:
+        value = getattr(obj, name, None)
+        if value is not None:
+            return float(value)
+    return float("nan")
+
+
+def result_spec(protocol: QuasiProtocol, analysis: QuasiAnalysis) -> Any:
+    return analysis_spec(protocol, analysis)

@@ -76,6 +76,16 @@ def read_panel(protocol: QuasiProtocol, paths: Sequence[str | Path]) -> PanelInt
             if bad:
                 raise DataError(f"{path}: column {d.adoption!r}: unit {bad[0]!r} has more than "
                                 "one adoption period (it must be constant within a unit)")
+        if d.level == "unit_period":  # rows are cells: a second row would be averaged in
+            dup = con.execute(
+                f"SELECT __row, {_q(d.unit)}, {_q(d.period)} FROM (SELECT __row, {_q(d.unit)}, "
+                f"{_q(d.period)}, ROW_NUMBER() OVER (PARTITION BY {_q(d.unit)}, "
+                f"TRY_CAST(TRIM(CAST({_q(d.period)} AS VARCHAR)) AS DOUBLE) ORDER BY __row) "
+                "AS k FROM raw) WHERE k > 1 ORDER BY __row LIMIT 1").fetchone()
+            if dup:
+                raise DataError(f"{path}: row {dup[0]}, columns {d.unit!r}/{d.period!r}: unit "
+                                f"{dup[1]!r} period {dup[2]} appears more than once (data.level "
+                                "unit_period: one row per unit and period)")
         for c in (d.running, d.received, *d.covariates):
             if c:
                 _check_numeric(con, path, c, integer=False, required=True)

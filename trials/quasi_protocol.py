@@ -125,7 +125,17 @@ _CHECKS_FOR = {
     "staggered_did": {"pre_trends"},
     "its": {"placebo_dates"},
     "rd": {"density", "bandwidth_sensitivity", "covariate_balance", "placebo_cutoffs"},
-    "synthetic_control": {"placebo_dates", "placebo_units"},
+    # placebo_units is not a separate check: the placebo-in-space inference is the synthetic
+    # control's own p-value (accepting it here only failed the run after the lock).
+    "synthetic_control": {"placebo_dates"},
+}
+# Options each check reads (model-specific where they differ), and the ones it needs.
+_CHECK_OPTIONS: dict[tuple[str, str], tuple[set[str], set[str]]] = {
+    ("its", "placebo_dates"): ({"periods"}, {"periods"}),
+    ("synthetic_control", "placebo_dates"): ({"period"}, {"period"}),
+    ("rd", "covariate_balance"): ({"covariates"}, set()),
+    ("rd", "bandwidth_sensitivity"): ({"multipliers"}, set()),
+    ("rd", "placebo_cutoffs"): ({"cutoffs"}, {"cutoffs"}),
 }
 
 
@@ -193,6 +203,14 @@ class QuasiProtocol(_Spec):
             if f.check not in _CHECKS_FOR[model]:
                 raise ValueError(f"falsification.{i}.check: {f.check} does not apply to model "
                                  f"{model} (use {', '.join(sorted(_CHECKS_FOR[model]))})")
+            known, needed = _CHECK_OPTIONS.get((model, f.check), (set(), set()))
+            for key in f.options:
+                if key not in known:
+                    raise ValueError(f"falsification.{i}.options.{key}: not an option of check "
+                                     f"{f.check} (options: {', '.join(sorted(known)) or 'none'})")
+            for key in sorted(needed - set(f.options)):
+                raise ValueError(f"falsification.{i}.options.{key}: check {f.check} of model "
+                                 f"{model} needs it")
         for i, c in enumerate(self.criteria):
             if c.analysis is None or c.analysis not in analyses:
                 raise ValueError(f"criteria.{i}.analysis: a quasi-experimental criterion names "
@@ -206,7 +224,23 @@ class QuasiProtocol(_Spec):
             if c.kind == CriterionKind.secondary:
                 raise ValueError(f"criteria.{i}.kind: secondary claims need a multiplicity "
                                  "section, which quasi-experimental protocols do not have yet")
+        self._check_options()
         return self
+
+    def _check_options(self) -> None:
+        """Build each analysis's specification now, so that an unknown or missing option (or a
+        prior the model cannot honour) fails when the protocol is read, not after the lock."""
+        from trials.errors import ProtocolError
+        from trials.quasi_fitting import analysis_spec, bayes_spec
+
+        for i, a in enumerate(self.analyses):
+            try:
+                if a.engine == "frequentist":
+                    analysis_spec(self, a, f"analyses.{i}")
+                else:
+                    bayes_spec(self, a, f"analyses.{i}")
+            except ProtocolError as exc:
+                raise ValueError(str(exc)) from None
 
     # ------------------------------------------------------------------ shared interface
     # The lock, audit, bundle and privacy checks read these of any protocol.
