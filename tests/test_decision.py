@@ -9,7 +9,7 @@ from tests.conftest import demo_protocol as _protocol
 from trials.decision import Decision, decide
 
 
-def _freq(analysis="primary_ancova", est=-2.8, lo=-3.7, hi=-1.9, p=1e-9, estimand="primary"):
+def _freq(analysis="primary_mmrm", est=-2.8, lo=-3.7, hi=-1.9, p=1e-9, estimand="primary"):
     return Estimate(estimand, analysis, "frequentist", "ancova", est, 0.44, lo, hi, 0.95, p_value=p)
 
 
@@ -43,7 +43,7 @@ SAFE = {"phq9_item9": _safety(), **_process_safety()}
 
 
 def _estimates(**over):
-    out = {"primary_ancova": _freq(), "primary_bayes": _bayes(),
+    out = {"primary_mmrm": _freq(), "primary_bayes": _bayes(),
            "anxiety_ancova": _freq("anxiety_ancova", estimand="anxiety")}
     out.update(over)
     return out
@@ -56,7 +56,7 @@ def _by_id(decision: Decision):
 def test_clear_benefit_is_go():
     d = decide(_protocol(), _estimates(), SAFE)
     assert d.outcome == "go" and d.label == "GO"
-    assert all(c.met is (c.kind == "success") for c in d.criteria)
+    assert all(c.met is (c.kind == "success") for c in d.criteria if c.kind != "secondary")
 
 
 def test_each_criterion_has_observed_threshold_and_one_sentence():
@@ -64,20 +64,20 @@ def test_each_criterion_has_observed_threshold_and_one_sentence():
     c = _by_id(d)["superiority"]
     assert c.observed == pytest.approx(-1.9)
     assert c.threshold == 0 and c.comparator == "<"
-    assert c.rationale == "The upper 95% bound of primary_ancova is -1.9, below 0: met."
+    assert c.rationale == "The upper 95% bound of primary_mmrm is -1.9, below 0: met."
     assert _by_id(d)["bayes_benefit"].observed == pytest.approx(0.999)
 
 
 def test_significant_but_clinically_small_effect_is_no_go():
     # CI (-1.5, -0.3) excludes 0 (success) and excludes the CID of -2 (futility).
-    est = _estimates(primary_ancova=_freq(est=-0.9, lo=-1.5, hi=-0.3))
+    est = _estimates(primary_mmrm=_freq(est=-0.9, lo=-1.5, hi=-0.3))
     d = decide(_protocol(), est, SAFE)
     assert d.outcome == "no_go"
     assert "futility_cid" in d.rationale and "too small to matter" in d.rationale
 
 
 def test_no_benefit_is_no_go_naming_failed_criteria():
-    est = _estimates(primary_ancova=_freq(est=-0.5, lo=-2.5, hi=1.5),
+    est = _estimates(primary_mmrm=_freq(est=-0.5, lo=-2.5, hi=1.5),
                      primary_bayes=_bayes(prob=0.7))
     d = decide(_protocol(), est, SAFE)
     assert d.outcome == "no_go"
@@ -92,7 +92,7 @@ def test_harm_on_red_flags_stops_even_when_benefit_is_clear():
 
 
 def test_worse_outcome_is_stop_for_harm():
-    est = _estimates(primary_ancova=_freq(est=2.0, lo=0.5, hi=3.5), primary_bayes=_bayes(0.01))
+    est = _estimates(primary_mmrm=_freq(est=2.0, lo=0.5, hi=3.5), primary_bayes=_bayes(0.01))
     d = decide(_protocol(), est, SAFE)
     assert d.outcome == "stop_for_harm"
 
@@ -133,16 +133,16 @@ def _with_interim(p):
                             {"id": "final", "information_fraction": 1.0}]
     p["criteria"] += [
         {"id": "interim_efficacy", "kind": "success", "look": "interim",
-         "analysis": "primary_ancova", "statistic": "p_value", "comparator": "<",
+         "analysis": "primary_mmrm", "statistic": "p_value", "comparator": "<",
          "threshold": 0.001},
         {"id": "interim_futility", "kind": "futility", "look": "interim",
-         "analysis": "primary_ancova", "statistic": "estimate", "comparator": ">",
+         "analysis": "primary_mmrm", "statistic": "estimate", "comparator": ">",
          "threshold": 0},
     ]
 
 
 def test_interim_without_stopping_is_continue():
-    est = _estimates(primary_ancova=_freq(est=-1.0, lo=-2.5, hi=0.5, p=0.2))
+    est = _estimates(primary_mmrm=_freq(est=-1.0, lo=-2.5, hi=0.5, p=0.2))
     d = decide(_protocol(_with_interim), est, SAFE, look="interim")
     assert d.outcome == "continue" and not d.final
     assert {c.id for c in d.criteria} == {"interim_efficacy", "interim_futility"}
@@ -150,9 +150,9 @@ def test_interim_without_stopping_is_continue():
 
 def test_interim_efficacy_is_go_and_interim_futility_is_no_go():
     p = _protocol(_with_interim)
-    go = decide(p, _estimates(primary_ancova=_freq(p=1e-6)), {}, look="interim")
+    go = decide(p, _estimates(primary_mmrm=_freq(p=1e-6)), {}, look="interim")
     assert go.outcome == "stop_efficacy" and go.label == "STOP-EFFICACY"
-    fut = decide(p, _estimates(primary_ancova=_freq(est=0.4, lo=-1, hi=1.8, p=0.5)), {},
+    fut = decide(p, _estimates(primary_mmrm=_freq(est=0.4, lo=-1, hi=1.8, p=0.5)), {},
                  look="interim")
     assert fut.outcome == "stop_futility" and fut.label == "STOP-FUTILITY"
 
@@ -206,7 +206,8 @@ def test_responder_criterion_reads_responder_estimates():
 
 def test_analysis_runs_only_at_its_looks():
     p = _protocol(_with_interim)
-    assert {a.id for a in p.analyses_at("interim")} == {"primary_ancova", "anxiety_ancova"}
+    assert {a.id for a in p.analyses_at("interim")} == {"primary_mmrm", "primary_ancova",
+                                                      "anxiety_ancova"}
     assert {a.id for a in p.analyses_at("final")} == {a.id for a in p.analyses}
 
 

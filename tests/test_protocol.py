@@ -51,7 +51,8 @@ def test_demo_protocol_loads():
     assert protocol.design.control_arm.id == "usual_care"
     assert [c.id for c in protocol.criteria] == [
         "superiority", "bayes_benefit", "futility_cid", "harm_worse", "harm_item9",
-        "harm_missed_escalation", "harm_slow_escalation", "harm_serious_events"]
+        "harm_missed_escalation", "harm_slow_escalation", "harm_serious_events",
+        "anxiety_claim", "recovery_claim"]
 
 
 def test_packaged_demo_text_is_the_demo_file():
