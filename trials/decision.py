@@ -135,6 +135,15 @@ def evaluate_criterion(c: Criterion, est: Estimate | None,
                                rationale=f"Not evaluable: no result for {source!r}.")
     observed = _observed(c, est)
     note = ""
+    rows = {r["hypothesis"]: r for r in (adjusted or {}).get("hypotheses", [])}
+    if (c.kind == CriterionKind.secondary and adjusted is not None
+            and rows.get(source, {}).get("tested") is False):
+        return CriterionResult(
+            **base, observed=float(adjusted["p_values"][source]), met=False,
+            reliable=est.reliable, counts_toward_decision=False,
+            rationale=(f"Not tested: the fixed sequence stopped at "
+                       f"{adjusted.get('stopped_at')} before reaching {source}, so this claim "
+                       "cannot be made: not met."))
     if c.kind == CriterionKind.secondary and adjusted is not None and observed is not None:
         raw = observed
         observed = float(adjusted["p_values"][source])

@@ -160,8 +160,8 @@ class Fairness(_Spec):
 
     subgroup_effects: tuple[SubgroupAnalysis, ...] = ()
     min_cell: int | None = Field(
-        None, ge=1, description="Smallest subgroup-by-arm size reported (default: the privacy "
-        "small-cell threshold, and never below it).")
+        None, ge=1, description="Smallest subgroup-by-arm size reported (default 10; never "
+        "below the privacy small-cell threshold).")
 
     @model_validator(mode="after")
     def _check(self) -> Fairness:

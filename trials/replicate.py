@@ -484,6 +484,11 @@ def _rerender(members: Mapping[str, bytes], run: Mapping[str, Any],
 def _why_no_data(members: Mapping[str, bytes], run: Mapping[str, Any]) -> str:
     import yaml
 
+    if CONTROLLED_INDEX in members:
+        return ("the analyses could not be re-run: the analysis data are released only under "
+                "a data-sharing agreement (controlled access); re-run with `trials replicate "
+                "BUNDLE --data FOLDER` on the controlled_data folder")
+
     try:
         spec = yaml.safe_load(members[f"protocol/{_protocol_name(members, run)}"])
         allowed = bool(spec["privacy"]["share_analysis_dataset"])
