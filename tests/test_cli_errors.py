@@ -268,7 +268,7 @@ def exploratory_run(tmp_path_factory) -> tuple[Result, Path]:
                                       n=60, seed=7)
     _lock(protocol)
     # The edit also makes the Bayesian fit quick.
-    _edit_value(protocol, "sampler: {draws: 1000, tune: 1000, chains: 4",
+    _edit_value(protocol, "sampler: {draws: 1000, tune: 500, chains: 2",
                 "sampler: {draws: 200, tune: 200, chains: 2")
     out = protocol.parent.parent / "run"
     result = _trials("run", protocol, "--data", data, *_logs(data), "--out", out, "--exploratory")

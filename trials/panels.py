@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.estimate import Estimate
+from trials.errors import AnalysisError
 from trials.protocol import Protocol
 
 
@@ -73,9 +74,13 @@ def subgroup_effects(protocol: Protocol, scored: pd.DataFrame) -> list[dict[str,
         entry: dict[str, Any] = {"analysis": analysis.id, "estimand": analysis.estimand,
                                  **res.to_dict()}
         if s.shrinkage:
-            shrunk = shrink(res.rows, ShrinkageSpec(draws=s.draws, tune=s.tune, chains=s.chains,
-                                                    seed=s.seed))
-            entry["shrinkage"] = shrunk.to_dict()
+            try:
+                shrunk = shrink(res.rows, ShrinkageSpec(draws=s.draws, tune=s.tune,
+                                                        chains=s.chains, seed=s.seed))
+            except AnalysisError as exc:  # e.g. every level too small to report: say so
+                entry["shrinkage"] = {"skipped": str(exc)}
+            else:
+                entry["shrinkage"] = shrunk.to_dict()
         out.append(entry)
     return out
 

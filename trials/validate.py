@@ -142,6 +142,8 @@ def read_module(path: Path, root: Path) -> ModuleInfo:
     doc = ast.get_docstring(tree) or ""
     # The first paragraph: a first line may wrap mid-sentence.
     first = " ".join(doc.strip().split("\n\n", 1)[0].split()) or "(no docstring)"
+    # Plain text: reStructuredText literals (``x``) and roles would be rendered as markup.
+    first = re.sub(r"`+([^`]+)`+", r"\1", first)
     tols = _Tolerances(tree, text)
     tests = {name: tols.of(name) for name in tols.functions
              if name.rsplit("::", 1)[-1].startswith("test")}
