@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -76,6 +77,84 @@ def test_coverage_of_newey_west_interval():
         est = fit_its(frame, ItsSpec("e", "a", 220)).estimate
         hits += est.ci_lower <= LEVEL <= est.ci_upper
     assert 0.83 <= hits / reps <= 0.99
+
+
+def test_coverage_of_ar1_interval():
+    # AR(1) errors (rho 0.3), 60 and 120 periods: REML GLS with Satterthwaite df covers the
+    # level change at about the nominal rate (0.950 and 0.948 in a 400-run check each, where
+    # Newey-West gave 0.855 and 0.888); 100 runs per length, band about +/-2.5 MC SE.
+    rng = np.random.default_rng(2027)
+    reps, hits = 100, 0
+    for n in (60, 120):
+        for _ in range(reps):
+            frame = simulate(rng, n=n, t0=n // 2, rho=0.3)
+            est = fit_its(frame, ItsSpec("e", "a", 100 + n // 2, errors="ar1")).estimate
+            hits += est.ci_lower <= LEVEL <= est.ci_upper
+    assert 0.91 <= hits / (2 * reps) <= 0.99
+
+
+def _placebo_runs(n_pre: int, rho: float, errors: str, reps: int, seed: int,
+                  shift: float = 0.0) -> tuple[float, float]:
+    """Share of runs whose three-date placebo check fails, and the per-date rejection rate at
+    0.05/3, for series of ``n_pre`` pre-periods (plus 6 after) with no change before the
+    interruption (or a level ``shift`` at the middle placebo date)."""
+    rng = np.random.default_rng(seed)
+    dates = [100 + round(n_pre * k / 4) for k in (1, 2, 3)]
+    failed = rejected = 0
+    for _ in range(reps):
+        frame = simulate(rng, n=n_pre + 6, t0=n_pre, rho=rho)
+        frame.loc[frame["period"] >= dates[1], "y"] += shift
+        res = its_placebo(frame, ItsSpec("e", "a", 100 + n_pre, errors=errors), dates)
+        failed += not res.passed
+        rejected += res.statistic
+    return failed / reps, rejected / (3 * reps)
+
+
+@pytest.mark.parametrize(("n_pre", "rho"), [(24, 0.0), (24, 0.3), (48, 0.0), (48, 0.3)])
+def test_placebo_check_false_alarm_rate(n_pre, rho):
+    # 150 pure-noise pre-periods per case. Newey-West (lag floor(4 (T/100)^(2/9)) = 2 or 3)
+    # rejects 0.10-0.14 per date at 0.05/3 and fails the check 0.27-0.38 of the time (400-run
+    # check); AR(1) GLS with Satterthwaite df fails it 0.04-0.05 at 48 pre-periods and
+    # 0.055-0.085 at 24 (tests/reference/its_sc.md). MC SE of a 0.05 rate in 150 runs: 0.018.
+    seed = 40 + n_pre + int(10 * rho)
+    nw_check, nw_date = _placebo_runs(n_pre, rho, "newey_west", 150, seed)
+    ar_check, ar_date = _placebo_runs(n_pre, rho, "ar1", 150, seed)
+    assert nw_check > 0.15
+    assert nw_date > 0.05
+    limit = 0.05 + 2.5 * 0.018 + (0.04 if n_pre < 36 else 0.0)  # 24 periods: known excess
+    assert ar_check <= limit
+    assert ar_date <= 0.0167 + 0.035 / (1 if n_pre < 36 else 2)
+
+
+def test_ar1_placebo_check_detects_an_earlier_break():
+    # A level shift of 4 (innovation SD 1, rho 0.3: error SD 1.05) at the middle of 48
+    # pre-periods: flagged in 200 of 200 runs (shift 3: 0.88, Newey-West 0.97; shift 2: 0.51,
+    # Newey-West 0.79 -- Newey-West's extra "power" is its inflated false-alarm rate).
+    power, _ = _placebo_runs(48, 0.3, "ar1", 50, seed=77, shift=-4.0)
+    assert power >= 0.9
+
+
+def test_ar1_rejects_what_it_cannot_fit(series):
+    with pytest.raises(AnalysisError, match="single series"):
+        fit_its(pd.concat([series.assign(comp=0), series.assign(comp=1)]),
+                ItsSpec("e", "a", 160, comparison="comp", errors="ar1"))
+    with pytest.raises(AnalysisError, match="hac_lags"):
+        fit_its(series, ItsSpec("e", "a", 160, errors="ar1", hac_lags=2))
+    with pytest.raises(AnalysisError, match="ar1_df"):
+        fit_its(series, ItsSpec("e", "a", 160, errors="ar1", ar1_df="kenward_roger"))
+    with pytest.raises(AnalysisError, match="errors"):
+        fit_its(series, ItsSpec("e", "a", 160, errors="arma"))
+
+
+def test_ar1_result_is_json_safe_and_labelled(series):
+    res = fit_its(series, ItsSpec("e", "a", 160, errors="ar1", horizon=6))
+    d = res.to_dict()
+    assert json.dumps(d, allow_nan=False)
+    assert d["estimate"]["details"]["errors"] == "ar1"
+    assert set(d["estimate"]["diagnostics"]["satterthwaite_df"]) == {
+        "level", "slope", "pre_trend", "at_horizon"}
+    # The AR(1) whitening leaves uncorrelated residuals when the model is right.
+    assert abs(d["estimate"]["diagnostics"]["residual_lag1_autocorrelation"]) < 0.3
 
 
 def test_month_seasonality_with_dates_and_integers_agree():
@@ -167,10 +246,11 @@ def test_placebo_passes_without_a_pre_period_change():
     assert json.dumps(res.to_dict())
 
 
-def test_placebo_fails_when_the_change_came_earlier():
+@pytest.mark.parametrize("errors", ["newey_west", "ar1"])
+def test_placebo_fails_when_the_change_came_earlier(errors):
     frame = simulate(np.random.default_rng(3), sd=0.3)
     frame.loc[frame["period"] >= 130, "y"] -= 5  # a real break 30 periods before the "change"
-    res = its_placebo(frame, ItsSpec("e", "a", 160), [130])
+    res = its_placebo(frame, ItsSpec("e", "a", 160, errors=errors), [130])
     assert not res.passed
     assert res.p_value < 0.05
 
@@ -184,6 +264,11 @@ def test_placebo_flags_the_1974_break_in_seatbelts():
     res = its_placebo(data, spec, ["1974-01-01", "1977-01-01", "1980-01-01"])
     assert not res.passed
     assert res.statistic == 2.0
+    # With AR(1) GLS errors the 1974 break is still flagged (p 1e-4), 1977 and 1980 no longer.
+    res = its_placebo(data, replace(spec, errors="ar1"),
+                      ["1974-01-01", "1977-01-01", "1980-01-01"])
+    assert not res.passed
+    assert res.statistic == 1.0
 
 
 def test_placebo_after_the_interruption_is_rejected(series):
