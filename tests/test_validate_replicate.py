@@ -164,6 +164,9 @@ def _small_study(folder: Path, share: bool) -> tuple[Path, Path]:
         if "sampler" in analysis:
             analysis["sampler"].update(draws=300, tune=300, chains=2)
     spec["privacy"]["share_analysis_dataset"] = share
+    # The private bundle keeps its data entirely at home (no controlled-access release either);
+    # tests/test_controlled_replication.py covers the controlled-access route.
+    spec["privacy"]["controlled_access_dataset"] = False
     protocol.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     lock_protocol(protocol)
     return protocol, data

@@ -234,6 +234,12 @@ def analysis_spec(protocol: QuasiProtocol, analysis: QuasiAnalysis,
         from analysis.staggered import StaggeredSpec as kind
     elif model == "its":
         from analysis.its import ItsSpec as kind
+        opts = analysis.options
+        if "errors" not in opts and not opts.get("comparison") and "hac_lags" not in opts:
+            # A protocol's single-series ITS defaults to AR(1) errors by REML GLS: Newey-West
+            # intervals under-cover in series of a few dozen periods, and its placebo check
+            # raises false alarms in about a third of null series (tests/reference/its_sc.md).
+            fixed["errors"] = "ar1"
     elif model == "rd":
         from analysis.rd import RdSpec as kind
         fixed.update(running=protocol.data.running, fuzzy=protocol.data.received)
