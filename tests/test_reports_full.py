@@ -152,7 +152,7 @@ def test_full_report_has_every_section(full_html, demo_run):
     if tipping["tipping_delta"] is not None:
         assert (f"on average {tipping['tipping_delta']:.1f} points worse than assumed under "
                 "MAR") in text
-    assert "Operating characteristics" in text and "companion-1.5" in text
+    assert "operating characteristics" in text and "companion-1.5" in text
     assert "Escalation of red flags to a clinician" in text and "Adverse events" in text
     assert 'alt="Mean score by arm at each visit' in full_html
 
