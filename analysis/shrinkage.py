@@ -210,9 +210,8 @@ def _sample(y: np.ndarray, se: np.ndarray, group: np.ndarray, n_vars: int,
         pm.Normal("y", theta, se, observed=y)
     settings = SamplerSettings(draws=spec.draws, tune=spec.tune, chains=spec.chains,
                                target_accept=spec.target_accept, seed=spec.seed)
-    # One core: the model is tiny, so starting worker processes costs more than parallel
-    # chains save; the draws do not depend on it.
-    return run_sampler(model, settings, cores=1)
+    # Chains run in parallel up to the cores available; the draws do not depend on it.
+    return run_sampler(model, settings)
 
 
 def _estimate(row: ShrinkageRow, spec: ShrinkageSpec, diag: dict[str, Any],
