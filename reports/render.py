@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -66,6 +66,31 @@ def render_report(run_dir: str | Path, name: str = "brief") -> Rendered:
     return _render_offline(source)
 
 
+def render_reports(run_dir: str | Path, names: Sequence[str]) -> list[Rendered]:
+    """Render several reports of one run directory at once (one kernel or Quarto process
+    each, up to the cores available); the results are in the order of ``names``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = max(1, min(len(names), os.cpu_count() or 1))
+    if workers == 1:
+        return [render_report(run_dir, name) for name in names]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda name: _render_in_thread(run_dir, name), names))
+
+
+def _render_in_thread(run_dir: str | Path, name: str) -> Rendered:
+    """Render in a worker thread, then close the event loop nbclient opened for the thread
+    (an unclosed loop would otherwise be reported when the thread's objects are collected)."""
+    from jupyter_core.utils import ensure_event_loop
+
+    try:
+        return render_report(run_dir, name)
+    finally:
+        loop = ensure_event_loop()
+        if not loop.is_running() and not loop.is_closed():
+            loop.close()
+
+
 def _render_quarto(quarto: str, source: Path) -> Rendered:
     version = subprocess.run([quarto, "--version"], capture_output=True, text=True).stdout.strip()
     env = dict(os.environ, TRIALS_RENDERER=f"Quarto {version}")
@@ -112,21 +137,17 @@ def _render_offline(source: Path) -> Rendered:
             nb.cells.append(nbformat.v4.new_code_cell(cell.source))
         else:
             nb.cells.append(nbformat.v4.new_markdown_cell(cell.source))
-    old = os.environ.get("TRIALS_RENDERER")
-    os.environ["TRIALS_RENDERER"] = OFFLINE
+    # The kernel gets its own environment (this process's is left alone, so several reports
+    # can render at once).
+    env = {**os.environ, "TRIALS_RENDERER": OFFLINE}
     try:
         with this_python_kernel() as kernel:
             client = NotebookClient(nb, timeout=300, coalesce_streams=True, **kernel,
                                     resources={"metadata": {"path": str(source.parent)}})
-            client.execute(stderr=subprocess.DEVNULL)
+            client.execute(stderr=subprocess.DEVNULL, env=env)
     except CellExecutionError as exc:
         last = str(exc).strip().splitlines()[-1] if str(exc).strip() else "cell failed"
         raise ReportError(f"{source}: a report cell failed: {last}") from None
-    finally:
-        if old is None:
-            os.environ.pop("TRIALS_RENDERER", None)
-        else:
-            os.environ["TRIALS_RENDERER"] = old
     body = _body(doc, nb)
     html_path = write_text_atomic(source.with_suffix(".html"), _page(doc, body))
     return Rendered(source, html_path, OFFLINE)

@@ -100,7 +100,7 @@ def run_study(
     ``shared_input`` marks a re-run of a bundle's shared data (:mod:`trials.replicate`): IDs are
     pseudonyms already, rows keep the shared order and the original files' provenance is reported.
     """
-    from reports.render import render_report  # reports sit after the decision in the flow
+    from reports.render import render_reports  # reports sit after the decision in the flow
     from trials.bundle import write_bundle
     from trials.replicate import (
         CONTROLLED_DIR,
@@ -215,7 +215,7 @@ def run_study(
         # report; an interim look only the monitoring report (nothing to brief or publish yet).
         names = (("brief", "full", "monitoring") if look == protocol.design.final_look
                  else ("monitoring",))
-        rendered = [render_report(stage, name) for name in names] if render else []
+        rendered = render_reports(stage, names) if render else []
         report = rendered[0] if rendered else None
         head = audit.append("run", {
             "protocol_id": protocol.id, "protocol_version": protocol.version,
