@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import arviz as az
-import numpy as np
 import pandas as pd
 
 from analysis.bayes_ancova import DiagnosticsGate, SamplerSettings
@@ -63,25 +62,20 @@ def post_baseline_visits(protocol: Protocol, analysis: Analysis) -> tuple[int, .
 
 def long_frame(protocol: Protocol, scored: pd.DataFrame, analysis: Analysis) -> pd.DataFrame:
     """One row per participant and post-baseline visit (missing outcomes kept as NaN):
-    participant, arm, treated, visit, y, baseline and the covariates."""
-    est = protocol.estimand(analysis.estimand)
-    outcome = protocol.outcome(est.variable.outcome)
-    people = _people(protocol, scored, analysis)
-    visits = post_baseline_visits(protocol, analysis)
-    wide = scored.pivot_table(index="participant", columns="visit", values=outcome.id,
-                              aggfunc="first", dropna=False)
-    wide = wide.reindex(index=people.index)
-    base = (wide[outcome.baseline_visit] if outcome.baseline_visit in wide.columns
-            else pd.Series(np.nan, index=people.index))
-    rows = []
-    for v in visits:
-        y = wide[v] if v in wide.columns else pd.Series(np.nan, index=people.index)
-        part = people.copy()
-        part["visit"] = v
-        part["baseline"] = base.astype(float)
-        part["y"] = (y - base if est.variable.measure == "change" else y).astype(float)
-        rows.append(part)
-    out = pd.concat(rows).reset_index()
+    participant, arm, treated, visit, y, baseline and the participant-level columns — the
+    single-visit analysis frame (:func:`analysis.dataset.visit_frame`) stacked over visits."""
+    from dataclasses import replace
+
+    from analysis.dataset import visit_frame
+    from trials.stages import visit_spec
+
+    spec = visit_spec(protocol, analysis)
+    columns = [c for c in dict.fromkeys((*protocol.design.strata,
+                                         *protocol.data.participant_columns,
+                                         *_cluster_columns(protocol))) if c in scored.columns]
+    parts = [visit_frame(scored, replace(spec, visit=v), columns).assign(visit=v)
+             for v in post_baseline_visits(protocol, analysis)]
+    out = pd.concat(parts, ignore_index=True)
     return out.sort_values(["participant", "visit"], kind="stable").reset_index(drop=True)
 
 

@@ -63,7 +63,7 @@ def score_outcomes(protocol: Protocol, intake_frame: pd.DataFrame) -> pd.DataFra
 # --------------------------------------------------------------------------- analyses
 
 
-def _visit_spec(protocol: Protocol, analysis: Analysis) -> VisitEstimandSpec:
+def visit_spec(protocol: Protocol, analysis: Analysis) -> VisitEstimandSpec:
     est = protocol.estimand(analysis.estimand)
     outcome = protocol.outcome(est.variable.outcome)
     return VisitEstimandSpec(
@@ -79,7 +79,7 @@ def analysis_frame(protocol: Protocol, scored: pd.DataFrame, analysis_id: str,
     analysis = protocol.analysis(analysis_id)
     extra = tuple(c for c in (protocol.data.cluster, protocol.data.period)
                   if c and with_design_columns and c not in analysis.covariates)
-    return visit_frame(scored, _visit_spec(protocol, analysis), (*analysis.covariates, *extra))
+    return visit_frame(scored, visit_spec(protocol, analysis), (*analysis.covariates, *extra))
 
 
 def bayes_spec(protocol: Protocol, analysis: Analysis) -> BayesAncovaSpec:
