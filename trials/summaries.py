@@ -416,10 +416,15 @@ def analysis_plan(protocol: Protocol) -> list[dict[str, Any]]:
                                "model": a.model, "purpose": a.purpose,
                                "covariates": list(a.covariates),
                                "interval_level": a.interval_level}
-        if a.engine == "bayesian":
+        if a.engine == "bayesian" and a.model == "ancova":
             spec = bayes_spec(protocol, a)
             row.update(prior=asdict(spec.prior), sampler=asdict(spec.sampler),
                        diagnostics_gate=asdict(spec.gate))
+        elif a.engine == "bayesian":  # the other families take a named prior set
+            from trials.fitting import prior_set, sampler_and_gate
+            sampler, gate = sampler_and_gate(a)
+            row.update(prior=asdict(prior_set(protocol, a, a.prior)), sampler=asdict(sampler),
+                       diagnostics_gate=asdict(gate))
         plan.append(row)
     return plan
 
